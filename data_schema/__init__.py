@@ -1,0 +1,15 @@
+"""Table declarations: one module per table, each a versioned `TableSchema`.
+
+Import a declaration from here (``from data_schema import TILES``) and pass it to
+`histocurate.io.write_table` / `read_table`.
+"""
+
+from data_schema._table import Column, TableSchema
+from data_schema.points import POINTS
+from data_schema.slides import SLIDES
+from data_schema.tiles import TILES
+from data_schema.truth import TRUTH
+
+ALL_SCHEMAS: dict[str, TableSchema] = {s.name: s for s in (POINTS, SLIDES, TILES, TRUTH)}
+
+__all__ = ["ALL_SCHEMAS", "POINTS", "SLIDES", "TILES", "TRUTH", "Column", "TableSchema"]

@@ -1,0 +1,21 @@
+"""points: one row per pathologist click imported from Cytomine."""
+
+import pyarrow as pa
+
+from data_schema._table import Column, TableSchema
+
+POINTS = TableSchema(
+    name="points",
+    version=1,
+    doc="Point annotations (clicks) imported from Cytomine, in tile pixels, origin top-left.",
+    columns=(
+        Column("annotation_id", pa.int64(), "Cytomine annotation id (unique)."),
+        Column("tile_id", pa.string(), "Tile the click was made on (the image's name)."),
+        Column("annotator", pa.string(), "Username of the annotator."),
+        Column("x", pa.float64(), "Column of the click, tile pixels (origin top-left)."),
+        Column("y", pa.float64(), "Row of the click, tile pixels (origin top-left)."),
+        Column("label", pa.string(), "Cell type id, or 'unknown' (histocurate.labels)."),
+        Column("term_ids", pa.list_(pa.int64()), "Cytomine term ids of the annotation."),
+        Column("updated_at", pa.timestamp("ms", tz="UTC"), "Last edit time on Cytomine."),
+    ),
+)

@@ -1,0 +1,38 @@
+"""Entry point of the `histocurate` command: exit codes and error display.
+
+Exit codes: 0 success, 2 bad usage or input (message, no traceback), 1 failure (an
+unexpected error keeps its traceback: it is a bug to report).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from histocurate.cli import (  # noqa: F401  (each module registers its commands on `app`)
+    init,
+)
+from histocurate.cli.base import app, err_console
+from histocurate.errors import UserInputError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+@app.callback()
+def _root() -> None:
+    """Curate a multi-pathologist nuclei dataset from H&E whole-slide images."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (usage errors: typer's own message, code 2)."""
+    try:
+        app(args=argv, prog_name="histocurate", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    except UserInputError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def run() -> None:  # pragma: no cover - the console script
+    sys.exit(main())

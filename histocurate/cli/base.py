@@ -1,0 +1,89 @@
+"""What every command shares: the typer app, the workspace option, progress, Prefect choice.
+
+Commands only wire: they read options, load the config, and call the stage's functions
+(or its Prefect flow). No algorithm lives in the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from histocurate.config import HistocurateConfig, load_config
+
+app = typer.Typer(
+    name="histocurate",
+    help="Curate a multi-pathologist nuclei dataset from H&E whole-slide images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+
+WorkspaceOption = Annotated[
+    Path,
+    typer.Option(
+        "--workspace",
+        "-w",
+        envvar="HISTOCURATE_WORKSPACE",
+        help="Workspace folder (holds histocurate.toml).",
+        show_default=True,
+    ),
+]
+PrefectOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--prefect/--no-prefect",
+        help="Run through the stage's Prefect flow (recorded in the UI). "
+        "Default: yes when PREFECT_API_URL is set.",
+        show_default=False,
+    ),
+]
+
+
+def config_for(workspace: Path, overrides: dict[str, Any] | None = None) -> HistocurateConfig:
+    """Load the workspace's configuration with CLI flag overrides (None values dropped)."""
+    cleaned = {
+        section: {k: v for k, v in values.items() if v is not None}
+        for section, values in (overrides or {}).items()
+    }
+    return load_config(workspace, {k: v for k, v in cleaned.items() if v})
+
+
+def use_prefect(flag: bool | None) -> bool:
+    """Run through Prefect when asked, or by default when a Prefect API is configured.
+
+    Without an API every flow would start a throw-away local server (15-25 s here), so the
+    plain functions run instead; the results are the same.
+    """
+    return flag if flag is not None else bool(os.environ.get("PREFECT_API_URL"))
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def track(items: Iterable[T], *, total: int, description: str) -> Iterator[T]:
+    """Iterate with a rich progress bar on stderr."""
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)

@@ -1,0 +1,192 @@
+"""The one configuration object that reaches every stage.
+
+Read, lowest priority first, from the workspace's ``histocurate.toml``, then environment
+variables ``HISTOCURATE_<SECTION>__<KEY>`` (e.g. ``HISTOCURATE_TILING__TISSUE_THRESHOLD=0.3``),
+then CLI flags. Unknown keys are errors in all three: a typo never goes silently unused.
+Secrets (Cytomine keys) are never part of this object; they come from the environment or a
+Prefect Secret block at the moment of use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from histocurate.errors import WorkspaceError
+
+CONFIG_FILE = "histocurate.toml"
+ENV_PREFIX = "HISTOCURATE_"
+_ENV_NOT_CONFIG = {"HISTOCURATE_WORKSPACE"}  # read by the CLI to find the workspace itself
+
+# TCGA study codes: the indications a manifest may name unless the config lists others.
+TCGA_INDICATIONS: tuple[str, ...] = (
+    "ACC", "BLCA", "BRCA", "CESC", "CHOL", "COAD", "DLBC", "ESCA", "GBM", "HNSC", "KICH",
+    "KIRC", "KIRP", "LAML", "LGG", "LIHC", "LUAD", "LUSC", "MESO", "OV", "PAAD", "PCPG",
+    "PRAD", "READ", "SARC", "SKCM", "STAD", "TGCT", "THCA", "THYM", "UCEC", "UCS", "UVM",
+)  # fmt: skip
+
+
+class Section(BaseModel):
+    """Base of every configuration section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CohortConfig(Section):
+    """What the cohort is and where its manifest lies."""
+
+    name: str = Field("cohort", description="Default cohort name for manifest rows without one.")
+    manifest: Path = Field(
+        Path("slides.csv"),
+        description="Slide manifest (CSV or Parquet), relative to the workspace.",
+    )
+    indications: list[str] = Field(
+        default_factory=lambda: list(TCGA_INDICATIONS),
+        description="Indications a manifest may name (TCGA study codes by default).",
+    )
+
+
+class TilingConfig(Section):
+    """Tissue detection and the tile grid."""
+
+    tile_size_um: float = Field(112.0, gt=0, description="Tile side in micrometres.")
+    target_mpp: float | None = Field(
+        None,
+        gt=0,
+        description="Resolution of tiles as read (um/px). None: the standard resolution "
+        "(0.25 or 0.5) nearest the slide's own.",
+    )
+    tissue_threshold: float = Field(
+        0.5, ge=0, le=1, description="Keep tiles whose tissue fraction is at least this."
+    )
+    thumbnail_mpp: float = Field(
+        8.0, gt=0, description="Resolution of the thumbnail tissue is detected on (um/px)."
+    )
+
+
+class SynthConfig(Section):
+    """The built-in synthetic cohort (`histocurate synth`)."""
+
+    indications: list[str] = Field(
+        default_factory=lambda: ["LUAD", "LUSC", "COAD", "MESO", "BLCA", "PAAD", "OV", "BRCA"]
+    )
+    slides_per_indication: int = Field(2, ge=1)
+    width_px: int = Field(4096, ge=512)
+    height_px: int = Field(4096, ge=512)
+    mpp: float = Field(0.25, gt=0)
+    seed: int = 0
+
+
+class HistocurateConfig(Section):
+    """Everything a stage may read. One instance per run, passed down explicitly."""
+
+    workspace: Path = Field(Path("."), description="Root of the workspace (set by the loader).")
+    cohort: CohortConfig = Field(default_factory=CohortConfig)  # type: ignore[arg-type]
+    tiling: TilingConfig = Field(default_factory=TilingConfig)  # type: ignore[arg-type]
+    synth: SynthConfig = Field(default_factory=SynthConfig)  # type: ignore[arg-type]
+
+    @field_validator("workspace")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    def resolve(self, path: Path | str) -> Path:
+        """A path from the config, made absolute against the workspace root."""
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else self.workspace / path
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested settings from ``HISTOCURATE_SECTION__KEY`` variables (JSON values allowed)."""
+    found: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_CONFIG:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        try:
+            value: Any = json.loads(raw) if raw[:1] in "[{" else raw
+        except json.JSONDecodeError:
+            value = raw
+        node = found
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return found
+
+
+def _describe(error: ValidationError, sources: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  unknown key {where!r}")
+        else:
+            lines.append(f"  {where}: {item['msg']}")
+    return f"invalid configuration ({sources}):\n" + "\n".join(lines)
+
+
+def load_config(
+    workspace: str | os.PathLike[str],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    require_file: bool = True,
+) -> HistocurateConfig:
+    """Read the configuration of ``workspace``: file < environment < ``overrides``.
+
+    ``overrides`` is nested like the file (``{"tiling": {"tissue_threshold": 0.3}}``).
+
+    >>> import tempfile
+    >>> cfg = load_config(tempfile.mkdtemp(), {"tiling": {"tile_size_um": 56}},
+    ...                   environ={}, require_file=False)
+    >>> cfg.tiling.tile_size_um
+    56.0
+    """
+    root = Path(workspace).expanduser().resolve()
+    path = root / CONFIG_FILE
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise WorkspaceError(f"{path}: not valid TOML ({exc})") from None
+    elif require_file:
+        raise WorkspaceError(
+            f"{root} is not a histocurate workspace (no {CONFIG_FILE}); "
+            f"create one with `histocurate init {root}`"
+        )
+    env = config_from_environment(os.environ if environ is None else environ)
+    merged = _deep_merge(_deep_merge(data, env), overrides or {})
+    merged["workspace"] = root
+    try:
+        return HistocurateConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise WorkspaceError(_describe(exc, f"{path}, {ENV_PREFIX}* variables, flags")) from None
+
+
+def render_toml(config: HistocurateConfig) -> str:
+    """The configuration as a ``histocurate.toml`` text (without the workspace path)."""
+    lines = ["# histocurate workspace configuration; see `histocurate --help`.", ""]
+    dumped = config.model_dump(mode="json", exclude={"workspace"}, exclude_none=True)
+    for section, values in dumped.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    return "\n".join(lines)

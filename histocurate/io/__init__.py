@@ -1,0 +1,23 @@
+"""File I/O shared by every stage: atomic writes and schema-checked Parquet tables."""
+
+from histocurate.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from histocurate.io.tables import (
+    list_partitions,
+    partition_path,
+    read_partition,
+    read_table,
+    write_partition,
+    write_table,
+)
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "list_partitions",
+    "partition_path",
+    "read_partition",
+    "read_table",
+    "write_partition",
+    "write_table",
+]
