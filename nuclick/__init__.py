@@ -1,0 +1,1 @@
+"""NuClick: a point-to-mask U-Net for nuclei (model, training, inference), usable alone."""
