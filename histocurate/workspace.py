@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,14 @@ class Workspace:
     def truth(self) -> Path:
         """Ground truth of the synthetic cohort (table ``truth``, one file per slide)."""
         return self.synthetic / "truth.parquet"
+
+    def features(self, encoder: str) -> Path:
+        """Features of one encoder (table ``features``, one file per slide).
+
+        ``timm:<name>`` becomes the folder ``timm_<name>``: characters other than letters,
+        digits, '.', '_' and '-' are replaced by '_'.
+        """
+        return self.root / "features" / re.sub(r"[^A-Za-z0-9._-]", "_", encoder)
 
     @property
     def reports(self) -> Path:
