@@ -10,6 +10,7 @@ import sys
 
 from histocurate.cli import (  # noqa: F401  (each module registers its commands on `app`)
     init,
+    tile,
 )
 from histocurate.cli.base import app, err_console
 from histocurate.errors import UserInputError

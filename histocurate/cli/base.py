@@ -87,3 +87,15 @@ def track(items: Iterable[T], *, total: int, description: str) -> Iterator[T]:
         for item in items:
             yield item
             progress.advance(task)
+
+
+def exit_for_outcomes(outcomes: Iterable[Any]) -> None:
+    """Exit 2 when some items failed for bad input, 1 when some failed otherwise, else return.
+
+    ``outcomes`` are per-slide (or per-shard) results with ``status``, ``input_error``.
+    """
+    failed = [o for o in outcomes if o.status == "failed"]
+    if not failed:
+        return
+    err_console.print(f"[bold red]{len(failed)} item(s) failed[/]; the others were written")
+    raise typer.Exit(code=1 if any(not o.input_error for o in failed) else 2)
