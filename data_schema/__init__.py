@@ -7,16 +7,20 @@ Import a declaration from here (``from data_schema import TILES``) and pass it t
 from data_schema._table import Column, TableSchema
 from data_schema.features import FEATURES, features_schema
 from data_schema.points import POINTS
+from data_schema.selection import SELECTION
 from data_schema.slides import SLIDES
 from data_schema.tiles import TILES
 from data_schema.truth import TRUTH
 
-ALL_SCHEMAS: dict[str, TableSchema] = {s.name: s for s in (FEATURES, POINTS, SLIDES, TILES, TRUTH)}
+ALL_SCHEMAS: dict[str, TableSchema] = {
+    s.name: s for s in (FEATURES, POINTS, SELECTION, SLIDES, TILES, TRUTH)
+}
 
 __all__ = [
     "ALL_SCHEMAS",
     "FEATURES",
     "POINTS",
+    "SELECTION",
     "SLIDES",
     "TILES",
     "TRUTH",

@@ -116,6 +116,62 @@ class FeaturesConfig(Section):
     )
 
 
+class SelectionConfig(Section):
+    """Active-learning tile selection (`histocurate select`): the three arms and the draws."""
+
+    arms: list[Literal["diversity", "rare", "uncertainty"]] = Field(
+        default_factory=lambda: ["diversity", "rare", "uncertainty"],
+        description="Arms to run: diversity, rare (rare-cell enrichment), uncertainty.",
+    )
+    encoders: list[str] = Field(
+        default_factory=list,
+        description="Feature sets for the presence models (1 or 2 encoders; the first also "
+        "drives K-means). Empty: every encoder with features, at most two.",
+    )
+    labels: Path | None = Field(
+        None,
+        description="Annotations table (Parquet/CSV with tile_id, label) giving tile presence "
+        "labels. None: consensus, then points, then the synthetic truth, whichever exists.",
+    )
+    rare_types: list[str] = Field(
+        default_factory=lambda: [
+            "apoptotic_body", "mitotic_figure", "eosinophil", "endothelial_cell",
+            "epithelial_cell", "macrophage", "neutrophil",
+        ],  # fmt: skip
+        description="Types of the rare-cell enrichment arm (histocurate.labels ids).",
+    )
+    n_tiles: int = Field(50, ge=1, description="N0: tiles drawn from the diversity + rare pool.")
+    n_uncertain: int = Field(50, ge=0, description="Tiles drawn from the uncertainty pool.")
+    kmeans_clusters: int = Field(20, ge=1, description="K of the per-slide diversity K-means.")
+    top_per_slide: int = Field(2, ge=1, description="Rare arm: best tiles kept per slide and type.")
+    hidden_sizes: list[list[int]] = Field(
+        default_factory=lambda: [[64], [64, 32]],
+        description="Hidden layers of the MLP candidates (one entry per depth).",
+    )
+    scalers: list[Literal["global", "slide", "cohort"]] = Field(
+        default_factory=lambda: ["global", "slide", "cohort"],
+        description="Z-scoring candidates: fitted globally, per slide, per cohort.",
+    )
+    ensemble_members: int = Field(5, ge=2, description="Members of each final presence model.")
+    epochs: int = Field(30, ge=1, description="Training epochs of each MLP.")
+    outer_folds: int = Field(3, ge=2, description="Outer folds of the nested CV (model assessment).")
+    inner_folds: int = Field(3, ge=2, description="Inner folds of the nested CV (model choice).")
+    prob_threshold: float = Field(
+        0.4, ge=0, le=1, description="Uncertainty arm: tiles need mean P(presence) above this."
+    )
+    bald_percentile: float = Field(
+        90.0, ge=0, le=100, description="Uncertainty arm: BALD above this percentile of the slide."
+    )
+    uncertainty_clusters: tuple[int, int] = Field(
+        (5, 20), description="Min and max per-slide K-means clusters of uncertain tiles."
+    )
+    weight_clip: tuple[float, float] = Field(
+        (0.5, 2.0), description="Slide weights of the uncertainty draw clipped to these x mean."
+    )
+    mosaic: bool = Field(True, description="Draw the mosaic image of the selected tiles.")
+    seed: int = Field(0, description="Seed of every random choice of the selection.")
+
+
 class HistocurateConfig(Section):
     """Everything a stage may read. One instance per run, passed down explicitly."""
 
@@ -124,6 +180,7 @@ class HistocurateConfig(Section):
     tiling: TilingConfig = Field(default_factory=TilingConfig)  # type: ignore[arg-type]
     synth: SynthConfig = Field(default_factory=SynthConfig)  # type: ignore[arg-type]
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)  # type: ignore[arg-type]
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)  # type: ignore[arg-type]
 
     @field_validator("workspace")
     @classmethod

@@ -54,6 +54,11 @@ class Workspace:
         return self.root / "features" / re.sub(r"[^A-Za-z0-9._-]", "_", encoder)
 
     @property
+    def selection(self) -> Path:
+        """Tiles selected for annotation (table ``selection``, one file per indication)."""
+        return self.root / "selection.parquet"
+
+    @property
     def reports(self) -> Path:
         """Run reports and pictures (overlays, plots), one sub-folder per stage."""
         return self.root / "reports"
