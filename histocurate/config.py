@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from histocurate.errors import WorkspaceError
+from histocurate.labels import RARE_LABELS
 
 CONFIG_FILE = "histocurate.toml"
 ENV_PREFIX = "HISTOCURATE_"
@@ -134,10 +135,7 @@ class SelectionConfig(Section):
         "labels. None: consensus, then points, then the synthetic truth, whichever exists.",
     )
     rare_types: list[str] = Field(
-        default_factory=lambda: [
-            "apoptotic_body", "mitotic_figure", "eosinophil", "endothelial_cell",
-            "epithelial_cell", "macrophage", "neutrophil",
-        ],  # fmt: skip
+        default_factory=lambda: list(RARE_LABELS),
         description="Types of the rare-cell enrichment arm (histocurate.labels ids).",
     )
     n_tiles: int = Field(50, ge=1, description="N0: tiles drawn from the diversity + rare pool.")
@@ -154,7 +152,7 @@ class SelectionConfig(Section):
     )
     ensemble_members: int = Field(5, ge=2, description="Members of each final presence model.")
     epochs: int = Field(30, ge=1, description="Training epochs of each MLP.")
-    outer_folds: int = Field(3, ge=2, description="Outer folds of the nested CV (model assessment).")
+    outer_folds: int = Field(3, ge=2, description="Outer folds of the nested CV (assessment).")
     inner_folds: int = Field(3, ge=2, description="Inner folds of the nested CV (model choice).")
     prob_threshold: float = Field(
         0.4, ge=0, le=1, description="Uncertainty arm: tiles need mean P(presence) above this."
