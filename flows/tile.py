@@ -31,8 +31,7 @@ def tile_flow(
     config = load_config(workspace, overrides)
     slides = prepare_slides(config)
     futures = [
-        tile_slide_task.submit(row, str(config.workspace), overrides, force)
-        for row in slides.to_dict(orient="records")
+        tile_slide_task.submit(row, str(config.workspace), overrides, force) for row in slides
     ]
     outcomes = [future.result() for future in futures]
     create_table_artifact(

@@ -43,7 +43,7 @@ UNKNOWN: Final[CellType] = CellType("unknown", "Cell with unknown type", "#80808
 LABELS: Final[tuple[str, ...]] = tuple(c.id for c in CELL_TYPES)
 """Label ids of the 13 cell types, in ontology order."""
 
-ANNOTATION_LABELS: Final[tuple[str, ...]] = LABELS + (UNKNOWN.id,)
+ANNOTATION_LABELS: Final[tuple[str, ...]] = (*LABELS, UNKNOWN.id)
 """Everything an annotator may choose: the 13 types plus ``unknown``."""
 
 RARE_LABELS: Final[tuple[str, ...]] = (

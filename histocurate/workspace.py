@@ -74,7 +74,9 @@ def init_workspace(root: Path, config: HistocurateConfig, *, exist_ok: bool = Fa
     if workspace.config_file.exists():
         if exist_ok:
             return workspace
-        raise WorkspaceError(f"{workspace.config_file} already exists; edit it, or pick another folder")
+        raise WorkspaceError(
+            f"{workspace.config_file} already exists; edit it, or pick another folder"
+        )
     workspace.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(workspace.config_file, render_toml(config))
     return workspace

@@ -12,7 +12,9 @@ from histocurate.workspace import init_workspace
 
 
 def test_priority_file_then_environment_then_flags(tmp_path: Path) -> None:
-    (tmp_path / "histocurate.toml").write_text("[tiling]\ntissue_threshold = 0.2\ntile_size_um = 100\n")
+    (tmp_path / "histocurate.toml").write_text(
+        "[tiling]\ntissue_threshold = 0.2\ntile_size_um = 100\n"
+    )
     env = {"HISTOCURATE_TILING__TISSUE_THRESHOLD": "0.3", "HISTOCURATE_TILING__THUMBNAIL_MPP": "4"}
     cfg = load_config(tmp_path, environ=env)
     assert (cfg.tiling.tissue_threshold, cfg.tiling.tile_size_um) == (0.3, 100.0)

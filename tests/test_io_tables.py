@@ -65,7 +65,9 @@ def test_reader_names_file_column_and_expected_type(tmp_path: Path) -> None:
     fields = [pa.field(n, t) for n, t in zip(table.column_names, table.schema.types, strict=True)]
     fields.append(pa.field("mpp_override", pa.float64()))
     schema = pa.schema(fields, metadata=SLIDES.to_arrow().metadata)
-    pq.write_table(table.append_column("mpp_override", pa.array([None], pa.float64())).cast(schema), path)
+    pq.write_table(
+        table.append_column("mpp_override", pa.array([None], pa.float64())).cast(schema), path
+    )
     with pytest.raises(SchemaError) as info:
         read_table(path, SLIDES)
     message = str(info.value)
@@ -74,7 +76,7 @@ def test_reader_names_file_column_and_expected_type(tmp_path: Path) -> None:
 
 def test_reader_refuses_other_version_other_table_and_foreign_files(tmp_path: Path) -> None:
     path = write_table(slides_frame(), tmp_path / "slides.parquet", SLIDES)
-    with pytest.raises(SchemaError, match="expected table 'tiles'.*'slides' table"):
+    with pytest.raises(SchemaError, match=r"expected table 'tiles'.*'slides' table"):
         read_table(path, TILES)
     old = pq.read_table(path)
     meta = dict(old.schema.metadata)

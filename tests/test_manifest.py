@@ -16,9 +16,7 @@ def read(path: Path):
 
 def test_valid_manifest_resolves_paths_and_defaults(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text(
-        "slide_id,path,indication,cohort,mpp\n"
-        "a,slides/a.svs,LUAD,,\n"
-        "b,/abs/b.tiff,BRCA,site2,0.5\n"
+        "slide_id,path,indication,cohort,mpp\na,slides/a.svs,LUAD,,\nb,/abs/b.tiff,BRCA,site2,0.5\n"
     )
     slides = read(tmp_path / "m.csv")
     assert slides["path"].tolist() == [str(tmp_path / "slides/a.svs"), "/abs/b.tiff"]
@@ -30,7 +28,10 @@ def test_valid_manifest_resolves_paths_and_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("slide_id,path,indication\na,a.svs,LUAD\na,b.svs,LUAD\n", "line 3.*duplicate slide_id, already on line 2"),
+        (
+            "slide_id,path,indication\na,a.svs,LUAD\na,b.svs,LUAD\n",
+            "line 3.*duplicate slide_id, already on line 2",
+        ),
         ("slide_id,path,indication\na,a.svs,LUADX\n", "line 2.*unknown indication 'LUADX'"),
         ("slide_id,path,indication\n", "lists no slide"),
         ("", "cannot read the manifest"),

@@ -92,10 +92,13 @@ def track(items: Iterable[T], *, total: int, description: str) -> Iterator[T]:
 def exit_for_outcomes(outcomes: Iterable[Any]) -> None:
     """Exit 2 when some items failed for bad input, 1 when some failed otherwise, else return.
 
-    ``outcomes`` are per-slide (or per-shard) results with ``status``, ``input_error``.
+    ``outcomes`` are per-slide (or per-shard) results with ``status``, ``input_error`` and a
+    ``__str__`` that names the item and its error.
     """
     failed = [o for o in outcomes if o.status == "failed"]
     if not failed:
         return
+    for item in failed:
+        err_console.print(f"[red]failed[/] {item}", soft_wrap=True, highlight=False, markup=True)
     err_console.print(f"[bold red]{len(failed)} item(s) failed[/]; the others were written")
     raise typer.Exit(code=1 if any(not o.input_error for o in failed) else 2)

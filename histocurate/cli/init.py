@@ -16,7 +16,8 @@ from histocurate.workspace import init_workspace
 def init(
     workspace: Annotated[Path, typer.Argument(help="Folder to create (or use) as workspace.")],
     manifest: Annotated[
-        Path | None, typer.Option(help="Slide manifest (CSV or Parquet), relative to the workspace.")
+        Path | None,
+        typer.Option(help="Slide manifest (CSV or Parquet), relative to the workspace."),
     ] = None,
     cohort: Annotated[str | None, typer.Option(help="Default cohort name.")] = None,
 ) -> None:

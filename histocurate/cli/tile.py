@@ -48,15 +48,14 @@ def tile(
 
         outcomes = [SlideOutcome(**o) for o in tile_flow(str(config.workspace), overrides, force)]
     else:
-        slides = prepare_slides(config)
-        rows = slides.to_dict(orient="records")
+        rows = prepare_slides(config)
         outcomes = [
             tile_one_slide(row, config, force=force)
             for row in track(rows, total=len(rows), description="tiling")
         ]
-    table = Table("slide", "status", "tiles", "seconds", "error", title="tiling")
+    table = Table("slide", "status", "tiles", "seconds", title="tiling")
     for o in outcomes:
-        table.add_row(o.slide_id, o.status, str(o.n_tiles), f"{o.seconds:.1f}", o.error or "")
+        table.add_row(o.slide_id, o.status, str(o.n_tiles), f"{o.seconds:.1f}")
     console.print(table)
     console.print(f"{sum(o.n_tiles for o in outcomes)} tiles written under {config.workspace}")
     exit_for_outcomes(outcomes)

@@ -93,7 +93,9 @@ def check_arrow_schema(found: pa.Schema, schema: TableSchema, *, origin: str) ->
         raise SchemaError(f"{origin}: unexpected column(s) {extra} in table {schema.name!r}")
 
 
-def write_table(data: pd.DataFrame | pa.Table, path: str | os.PathLike[str], schema: TableSchema) -> Path:
+def write_table(
+    data: pd.DataFrame | pa.Table, path: str | os.PathLike[str], schema: TableSchema
+) -> Path:
     """Validate ``data`` against ``schema`` and write it to ``path`` atomically."""
     path = Path(path)
     table = to_arrow(data, schema, origin=str(path))
@@ -120,7 +122,9 @@ def read_table(
     """
     path = Path(path)
     if not path.exists():
-        raise SchemaError(f"{path}: table {schema.name!r} does not exist; run the stage that writes it")
+        raise SchemaError(
+            f"{path}: table {schema.name!r} does not exist; run the stage that writes it"
+        )
     if path.is_dir():
         tables = [_read_file(p, schema, columns) for p in _partition_files(path)]
         if not tables:
@@ -164,8 +168,10 @@ def write_partition(
     if schema.partition_by is None:
         raise ValueError(f"table {schema.name!r} is not partitioned")
     path = partition_path(root, key)
-    values = data.column(schema.partition_by).to_pylist() if isinstance(data, pa.Table) else list(
-        data[schema.partition_by]
+    values = (
+        data.column(schema.partition_by).to_pylist()
+        if isinstance(data, pa.Table)
+        else list(data[schema.partition_by])
     )
     stray = {v for v in values if v != key}
     if stray:

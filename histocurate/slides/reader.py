@@ -37,11 +37,21 @@ def open_slide(path: str | os.PathLike[str]) -> openslide.OpenSlide:
     try:
         return openslide.OpenSlide(str(path))
     except openslide.OpenSlideUnsupportedFormatError:
+        if _looks_like_tiff(path):
+            raise SlideError(
+                f"{path}: a TIFF file that OpenSlide cannot read: damaged or truncated "
+                "(copy it again), or not a whole-slide image"
+            ) from None
         raise SlideError(
             f"{path}: not a slide format OpenSlide can read (SVS, TIFF, NDPI, MRXS, ...)"
         ) from None
     except openslide.OpenSlideError as exc:
         raise SlideError(f"{path}: the slide file is damaged or truncated ({exc})") from None
+
+
+def _looks_like_tiff(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def slide_mpp(slide: openslide.OpenSlide, path: Path, override: float | None) -> float:

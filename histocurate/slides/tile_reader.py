@@ -110,7 +110,8 @@ def read_tile(tile: Mapping[str, Any] | TileRegion | Any) -> np.ndarray:
         ) from None
     if region.read_size != region.tile_px:
         rgba = rgba.resize((region.tile_px, region.tile_px), Image.Resampling.LANCZOS)
-    if rgba.getchannel("A").getextrema()[0] < 255:
+    lowest_alpha = rgba.getchannel("A").getextrema()[0]
+    if isinstance(lowest_alpha, int | float) and lowest_alpha < 255:
         # Outside the scanned area OpenSlide gives transparent pixels: show them as glass.
         rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return np.ascontiguousarray(np.asarray(rgba)[..., :3])

@@ -18,7 +18,13 @@ from PIL import Image, ImageDraw
 from data_schema import SLIDES, TILES
 from histocurate.config import HistocurateConfig, TilingConfig
 from histocurate.errors import SlideError, UserInputError
-from histocurate.io import atomic_path, list_partitions, partition_path, write_partition, write_table
+from histocurate.io import (
+    atomic_path,
+    list_partitions,
+    partition_path,
+    write_partition,
+    write_table,
+)
 from histocurate.manifest import read_manifest
 from histocurate.slides.reader import open_slide, slide_mpp
 from histocurate.tiling.grid import grid_positions, tile_geometry, tissue_fractions
@@ -41,6 +47,9 @@ class SlideOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.slide_id}: {self.error}" if self.error else f"{self.slide_id}: {self.status}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +75,9 @@ def read_thumbnail(slide: Any, *, mpp: float, thumbnail_mpp: float) -> np.ndarra
     return np.asarray(Image.alpha_composite(white, region).convert("RGB"))
 
 
-def tile_slide(slide_row: Mapping[str, Any], config: TilingConfig) -> tuple[pd.DataFrame, Thumbnail]:
+def tile_slide(
+    slide_row: Mapping[str, Any], config: TilingConfig
+) -> tuple[pd.DataFrame, Thumbnail]:
     """Tiles of one slide on tissue (rows of the ``tiles`` table) and its thumbnail.
 
     ``slide_row`` is a row of the ``slides`` table. Raises `SlideError` when the slide cannot
@@ -103,7 +114,12 @@ def tile_slide(slide_row: Mapping[str, Any], config: TilingConfig) -> tuple[pd.D
     thumbnail = Thumbnail(rgb, mask, rgb.shape[1] / width, rgb.shape[0] / height)
     xs, ys = grid_positions(width, height, geometry.size_level0)
     fractions = tissue_fractions(
-        mask, scale_x=thumbnail.scale_x, scale_y=thumbnail.scale_y, x=xs, y=ys, size=geometry.size_level0
+        mask,
+        scale_x=thumbnail.scale_x,
+        scale_y=thumbnail.scale_y,
+        x=xs,
+        y=ys,
+        size=geometry.size_level0,
     )
     keep = fractions >= config.tissue_threshold
     slide_id = str(slide_row["slide_id"])
@@ -145,15 +161,15 @@ def render_tiling_overlay(thumbnail: Thumbnail, tiles: pd.DataFrame, out: Path) 
     return out
 
 
-def prepare_slides(config: HistocurateConfig) -> pd.DataFrame:
-    """Validate the manifest and store it as the ``slides`` table; return that table."""
+def prepare_slides(config: HistocurateConfig) -> list[dict[str, Any]]:
+    """Validate the manifest and store it as the ``slides`` table; return its rows."""
     slides = read_manifest(
         config.resolve(config.cohort.manifest),
         indications=config.cohort.indications,
         default_cohort=config.cohort.name,
     )
     write_table(slides, Workspace.of(config).slides, SLIDES)
-    return slides
+    return [{str(k): v for k, v in row.items()} for row in slides.to_dict(orient="records")]
 
 
 def tile_one_slide(

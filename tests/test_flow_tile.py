@@ -1,0 +1,37 @@
+"""The tile stage through its Prefect flow: same tables as the direct run, plus artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_schema import TILES
+from histocurate.cli.app import main
+from histocurate.io import read_table
+from tests.slide_files import tissue_image, write_slide
+
+
+@pytest.mark.prefect
+def test_tile_flow_matches_direct_run_and_reports_failures(
+    tmp_path: Path, prefect_harness: None
+) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.tile import tile_flow
+
+    for ws in (tmp_path / "direct", tmp_path / "flow"):
+        assert main(["init", str(ws)]) == 0
+        write_slide(ws / "a.tiff", tissue_image(2048, 2048, seed=1), mpp=0.25)
+        (ws / "bad.svs").write_text("not a slide")
+        (ws / "slides.csv").write_text(
+            "slide_id,path,indication\na,a.tiff,LUAD\nbad,bad.svs,LUAD\n"
+        )
+    assert main(["tile", "-w", str(tmp_path / "direct"), "--no-prefect"]) == 2
+    outcomes = tile_flow(str(tmp_path / "flow"))
+    assert {o["slide_id"]: o["status"] for o in outcomes} == {"a": "tiled", "bad": "failed"}
+    direct = read_table(tmp_path / "direct" / "tiles.parquet", TILES)
+    via_flow = read_table(tmp_path / "flow" / "tiles.parquet", TILES)
+    assert via_flow.drop(columns="slide_path").equals(direct.drop(columns="slide_path"))
+    artifact = Artifact.get("tiles-per-slide")
+    assert isinstance(artifact, Artifact) and "bad" in str(artifact.data)
