@@ -5,8 +5,10 @@ Import a declaration from here (``from data_schema import TILES``) and pass it t
 """
 
 from data_schema._table import Column, TableSchema
+from data_schema.assignments import ASSIGNMENTS
 from data_schema.consensus import CONSENSUS
 from data_schema.features import FEATURES, features_schema
+from data_schema.import_rejects import IMPORT_REJECTS
 from data_schema.points import POINTS
 from data_schema.selection import SELECTION
 from data_schema.slides import SLIDES
@@ -14,13 +16,26 @@ from data_schema.tiles import TILES
 from data_schema.truth import TRUTH
 
 ALL_SCHEMAS: dict[str, TableSchema] = {
-    s.name: s for s in (CONSENSUS, FEATURES, POINTS, SELECTION, SLIDES, TILES, TRUTH)
+    s.name: s
+    for s in (
+        ASSIGNMENTS,
+        CONSENSUS,
+        FEATURES,
+        IMPORT_REJECTS,
+        POINTS,
+        SELECTION,
+        SLIDES,
+        TILES,
+        TRUTH,
+    )
 }
 
 __all__ = [
     "ALL_SCHEMAS",
+    "ASSIGNMENTS",
     "CONSENSUS",
     "FEATURES",
+    "IMPORT_REJECTS",
     "POINTS",
     "SELECTION",
     "SLIDES",

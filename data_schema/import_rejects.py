@@ -1,0 +1,34 @@
+"""import_rejects: Cytomine annotations that `histocurate import` kept aside, with why."""
+
+import pyarrow as pa
+
+from data_schema._table import Column, TableSchema
+
+REJECT_REASONS = (
+    "not_a_point",
+    "no_term",
+    "several_terms",
+    "unknown_term",
+    "outside_image",
+    "unknown_image",
+    "unknown_user",
+    "bad_geometry",
+)
+
+IMPORT_REJECTS = TableSchema(
+    name="import_rejects",
+    version=1,
+    doc="Annotations not imported into points, one row each, with the reason.",
+    columns=(
+        Column("annotation_id", pa.int64(), "Cytomine annotation id."),
+        Column("project", pa.string(), "Cytomine project name."),
+        Column("image_id", pa.int64(), "Cytomine image instance id."),
+        Column("tile_id", pa.string(), "Tile of the image, if a known tile.", nullable=True),
+        Column("annotator", pa.string(), "Username of the author, when known.", nullable=True),
+        Column("reason", pa.string(), f"Why it was kept aside: {', '.join(REJECT_REASONS)}."),
+        Column("detail", pa.string(), "Human-readable detail (geometry type, term ids...)."),
+        Column("location", pa.string(), "The geometry as WKT (Cytomine coordinates)."),
+        Column("term_ids", pa.list_(pa.int64()), "Cytomine term ids of the annotation."),
+        Column("updated_at", pa.timestamp("ms", tz="UTC"), "Last edit time on Cytomine."),
+    ),
+)
