@@ -59,34 +59,53 @@ class TileRegion:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Handle:
+    """An open slide and what read_tile needs to know about it, read once."""
+
+    slide: openslide.OpenSlide
+    width: int
+    height: int
+    downsamples: tuple[float, ...]
+    # Formats with a bounding box (MRXS, sparse scans) may have transparent holes anywhere.
+    sparse: bool
+
+
 class _SlideCache:
     """A small per-process LRU of open slides, safe to share between threads."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._slides: OrderedDict[tuple[int, str], openslide.OpenSlide] = OrderedDict()
+        self._handles: OrderedDict[tuple[int, str], _Handle] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: str) -> openslide.OpenSlide:
+    def get(self, path: str) -> _Handle:
         key = (os.getpid(), path)  # a forked worker must not reuse its parent's handle
         with self._lock:
-            slide = self._slides.get(key)
-            if slide is not None:
-                self._slides.move_to_end(key)
-                return slide
+            handle = self._handles.get(key)
+            if handle is not None:
+                self._handles.move_to_end(key)
+                return handle
         slide = open_slide(path)
+        handle = _Handle(
+            slide=slide,
+            width=slide.dimensions[0],
+            height=slide.dimensions[1],
+            downsamples=tuple(slide.level_downsamples),
+            sparse=openslide.PROPERTY_NAME_BOUNDS_X in slide.properties,
+        )
         with self._lock:
-            self._slides[key] = slide
-            while len(self._slides) > self._size:
-                _, old = self._slides.popitem(last=False)
-                old.close()
-        return slide
+            self._handles[key] = handle
+            while len(self._handles) > self._size:
+                _, old = self._handles.popitem(last=False)
+                old.slide.close()
+        return handle
 
     def clear(self) -> None:
         with self._lock:
-            for slide in self._slides.values():
-                slide.close()
-            self._slides.clear()
+            for handle in self._handles.values():
+                handle.slide.close()
+            self._handles.clear()
 
 
 _slides = _SlideCache(_CACHE_SIZE)
@@ -101,20 +120,29 @@ def read_tile(tile: Mapping[str, Any] | TileRegion | Any) -> np.ndarray:
     >>> # tiles = read_table(workspace.tiles, TILES); rgb = read_tile(tiles.iloc[0])
     """
     region = tile if isinstance(tile, TileRegion) else TileRegion.from_row(tile)
-    slide = _slides.get(region.slide_path)
+    handle = _slides.get(region.slide_path)
     try:
-        rgba = slide.read_region((region.x, region.y), region.read_level, (region.read_size,) * 2)
+        rgba = handle.slide.read_region(
+            (region.x, region.y), region.read_level, (region.read_size, region.read_size)
+        )
     except openslide.OpenSlideError as exc:
         raise SlideError(
             f"{region.slide_path}: cannot read the tile at x={region.x}, y={region.y} ({exc})"
         ) from None
     if region.read_size != region.tile_px:
         rgba = rgba.resize((region.tile_px, region.tile_px), Image.Resampling.LANCZOS)
-    lowest_alpha = rgba.getchannel("A").getextrema()[0]
-    if isinstance(lowest_alpha, int | float) and lowest_alpha < 255:
+    extent = region.read_size * handle.downsamples[region.read_level]
+    outside = region.x + extent > handle.width or region.y + extent > handle.height
+    if (outside or handle.sparse or region.x < 0 or region.y < 0) and _transparent(rgba):
         # Outside the scanned area OpenSlide gives transparent pixels: show them as glass.
         rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return np.ascontiguousarray(np.asarray(rgba)[..., :3])
+    # PIL's own RGBA -> RGB conversion is ~5x faster than slicing np.asarray(rgba).
+    return np.asarray(rgba.convert("RGB"))
+
+
+def _transparent(image: Image.Image) -> bool:
+    lowest = image.getchannel("A").getextrema()[0]
+    return isinstance(lowest, int | float) and lowest < 255
 
 
 def close_all() -> None:
