@@ -77,15 +77,16 @@ class DawidSkeneFit:
 def dawid_skene(
     item_votes: Sequence[Sequence[tuple[str, str]]],
     *,
-    max_iter: int = 100,
-    tol: float = 1e-6,
+    max_iter: int = 300,
+    tol: float = 1e-4,
     diag_prior: float = 2.0,
     off_prior: float = 0.1,
 ) -> DawidSkeneFit:
     """Dawid-Skene EM: per-annotator confusion matrices and per-item type posteriors.
 
     ``item_votes[i]`` lists ``(annotator, label)`` for item i (``unknown`` votes are ignored,
-    as in the majority rule). Starts from the soft majority vote. ``diag_prior`` and
+    as in the majority rule). Starts from the soft majority vote; stops when no posterior
+    moves by ``tol`` or more (labels are settled long before the likelihood is). ``diag_prior`` and
     ``off_prior`` are Dirichlet pseudo-counts on each confusion row (diagonal and off-
     diagonal): annotators with few examples of a rare type are assumed better than chance
     rather than uniform, which keeps rare-type votes from being washed out.

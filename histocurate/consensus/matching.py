@@ -90,6 +90,18 @@ def candidate_pairs(
     i, j = usable[left], usable[right]
     keep = (annotator[i] != annotator[j]) & (tile[i] == tile[j])
     i, j = i[keep], j[keep]
+    # Cheap upper bound first: the intersection is at most the smaller area and the boxes'
+    # overlap, which rules out most neighbour pairs before any polygon clipping.
+    area = shapely.area(geoms[usable])
+    li, rj = left[keep], right[keep]
+    box_inter = np.clip(
+        np.minimum(bounds[li, 2], bounds[rj, 2]) - np.maximum(bounds[li, 0], bounds[rj, 0]), 0, None
+    ) * np.clip(
+        np.minimum(bounds[li, 3], bounds[rj, 3]) - np.maximum(bounds[li, 1], bounds[rj, 1]), 0, None
+    )
+    bound = np.minimum(np.minimum(area[li], area[rj]), box_inter)
+    keep = bound > iou_threshold * (area[li] + area[rj] - bound)
+    i, j = i[keep], j[keep]
     if i.size == 0:
         return empty
     inter = shapely.area(shapely.intersection(geoms[i], geoms[j]))

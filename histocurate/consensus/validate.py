@@ -37,19 +37,24 @@ def _rows(index: pd.Index, limit: int = 5) -> str:
 
 
 def _to_geoms(values: pd.Series) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    for pos, value in enumerate(values.to_numpy(dtype=object)):
-        if isinstance(value, BaseGeometry) or value is None:
-            out[pos] = value
-        elif isinstance(value, bytes | bytearray | memoryview):
-            out[pos] = shapely.from_wkb(bytes(value), on_invalid="ignore")
-        elif isinstance(value, float) and np.isnan(value):
-            out[pos] = None
-        else:
-            raise UserInputError(
-                f"masks row {values.index[pos]}: geometry must be a shapely polygon or WKB "
-                f"bytes, got {type(value).__name__}"
-            )
+    """Shapely geometries from shapely objects, WKB bytes or nulls (WKB decoded in one call)."""
+    arr = values.to_numpy(dtype=object)
+    out = np.full(len(arr), None, dtype=object)
+    is_geom = np.fromiter((isinstance(v, BaseGeometry) for v in arr), bool, len(arr))
+    is_wkb = np.fromiter(
+        (isinstance(v, bytes | bytearray | memoryview) for v in arr), bool, len(arr)
+    )
+    is_null = ~(is_geom | is_wkb) & pd.isna(values).to_numpy()
+    other = np.flatnonzero(~(is_geom | is_wkb | is_null))
+    if other.size:
+        raise UserInputError(
+            f"masks row {values.index[other[0]]}: geometry must be a shapely polygon or WKB "
+            f"bytes, got {type(arr[other[0]]).__name__}"
+        )
+    out[is_geom] = arr[is_geom]
+    if is_wkb.any():
+        wkb = np.array([bytes(v) for v in arr[is_wkb]], dtype=object)
+        out[is_wkb] = shapely.from_wkb(wkb, on_invalid="ignore")
     return out
 
 
