@@ -145,10 +145,11 @@ def main() -> None:
         f"{'seconds':>8} {'x time':>7} {'x size':>7} {'peak RSS MiB':>12} {'before MiB':>10}"
     )
     for r in rows:
+        grow_t, grow_n = r["seconds"] / base["seconds"], r["annotations"] / base["annotations"]
         print(
             f"{r['fraction']:>8.2f} {r['tiles']:>6d} {r['annotations']:>11,d} {r['nuclei']:>8,d} "
             f"{r['determined']:>10.3f} {r['seconds']:>8.2f} "
-            f"{r['seconds'] / base['seconds']:>7.2f} {r['annotations'] / base['annotations']:>7.2f} "
+            f"{grow_t:>7.2f} {grow_n:>7.2f} "
             f"{r['peak_rss_mib']:>12.0f} {r['rss_before_mib']:>10.0f}"
         )
     print(f"(cores: {args.cores}; target: full size < 60 s and < 4096 MiB peak RSS)")
