@@ -7,8 +7,10 @@ Import a declaration from here (``from data_schema import TILES``) and pass it t
 from data_schema._table import Column, TableSchema
 from data_schema.assignments import ASSIGNMENTS
 from data_schema.consensus import CONSENSUS
+from data_schema.evaluation import EVALUATION
 from data_schema.features import FEATURES, features_schema
 from data_schema.import_rejects import IMPORT_REJECTS
+from data_schema.instances import INSTANCES
 from data_schema.points import POINTS
 from data_schema.selection import SELECTION
 from data_schema.slides import SLIDES
@@ -20,8 +22,10 @@ ALL_SCHEMAS: dict[str, TableSchema] = {
     for s in (
         ASSIGNMENTS,
         CONSENSUS,
+        EVALUATION,
         FEATURES,
         IMPORT_REJECTS,
+        INSTANCES,
         POINTS,
         SELECTION,
         SLIDES,
@@ -34,8 +38,10 @@ __all__ = [
     "ALL_SCHEMAS",
     "ASSIGNMENTS",
     "CONSENSUS",
+    "EVALUATION",
     "FEATURES",
     "IMPORT_REJECTS",
+    "INSTANCES",
     "POINTS",
     "SELECTION",
     "SLIDES",
