@@ -143,7 +143,7 @@ class SelectionConfig(Section):
     kmeans_clusters: int = Field(20, ge=1, description="K of the per-slide diversity K-means.")
     top_per_slide: int = Field(2, ge=1, description="Rare arm: best tiles kept per slide and type.")
     hidden_sizes: list[list[int]] = Field(
-        default_factory=lambda: [[64], [64, 32]],
+        default_factory=lambda: [[32], [32, 16]],
         description="Hidden layers of the MLP candidates (one entry per depth).",
     )
     scalers: list[Literal["global", "slide", "cohort"]] = Field(
@@ -151,7 +151,7 @@ class SelectionConfig(Section):
         description="Z-scoring candidates: fitted globally, per slide, per cohort.",
     )
     ensemble_members: int = Field(5, ge=2, description="Members of each final presence model.")
-    epochs: int = Field(30, ge=1, description="Training epochs of each MLP.")
+    epochs: int = Field(20, ge=1, description="Training epochs of each MLP.")
     outer_folds: int = Field(3, ge=2, description="Outer folds of the nested CV (assessment).")
     inner_folds: int = Field(3, ge=2, description="Inner folds of the nested CV (model choice).")
     prob_threshold: float = Field(
@@ -170,6 +170,28 @@ class SelectionConfig(Section):
     seed: int = Field(0, description="Seed of every random choice of the selection.")
 
 
+class ConsensusConfig(Section):
+    """Multi-annotator consensus (`histocurate consensus`)."""
+
+    iou_threshold: float = Field(
+        0.4, ge=0, lt=1, description="Masks of two annotators match when IoU exceeds this."
+    )
+    min_annotators: int = Field(
+        2, ge=1, description="Keep nuclei found by at least this many annotators."
+    )
+    label_rule: Literal["majority", "dawid-skene"] = Field(
+        "majority", description="Rule for the label column (both are always reported)."
+    )
+    resegment: bool = Field(
+        True, description="Re-segment the consensus centroids with the configured segmenter."
+    )
+    geojson: bool = Field(True, description="Write a QuPath GeoJSON file per tile.")
+    overlays: int = Field(
+        25, ge=0, description="Overlay PNGs for at most this many tiles (0: none)."
+    )
+    shard_tiles: int = Field(64, ge=1, description="Tiles per task in the Prefect flow.")
+
+
 class HistocurateConfig(Section):
     """Everything a stage may read. One instance per run, passed down explicitly."""
 
@@ -179,6 +201,7 @@ class HistocurateConfig(Section):
     synth: SynthConfig = Field(default_factory=SynthConfig)  # type: ignore[arg-type]
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)  # type: ignore[arg-type]
     selection: SelectionConfig = Field(default_factory=SelectionConfig)  # type: ignore[arg-type]
+    consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)  # type: ignore[arg-type]
 
     @field_validator("workspace")
     @classmethod

@@ -59,6 +59,21 @@ class Workspace:
         return self.root / "selection.parquet"
 
     @property
+    def consensus(self) -> Path:
+        """Consensus nuclei of the campaign (table ``consensus``, one file)."""
+        return self.root / "consensus.parquet"
+
+    @property
+    def consensus_shards(self) -> Path:
+        """Per-shard consensus files the Prefect flow merges (table ``consensus``)."""
+        return self.root / "consensus_shards"
+
+    @property
+    def qupath(self) -> Path:
+        """GeoJSON for QuPath, one ``<tile_id>.geojson`` per tile."""
+        return self.root / "exports" / "qupath"
+
+    @property
     def reports(self) -> Path:
         """Run reports and pictures (overlays, plots), one sub-folder per stage."""
         return self.root / "reports"
