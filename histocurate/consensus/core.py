@@ -221,5 +221,5 @@ def apply_labels(
     source = "label_majority" if label_rule == "majority" else "label_dawid_skene"
     nuclei["label"] = nuclei[source]
     nuclei["label_rule"] = label_rule
-    extra = [c for c in nuclei.columns if c not in NUCLEI_COLUMNS]
-    return nuclei[NUCLEI_COLUMNS + extra], fit
+    ordered = [c for c in NUCLEI_COLUMNS if c in nuclei.columns]
+    return nuclei[ordered + [c for c in nuclei.columns if c not in ordered]], fit
