@@ -117,11 +117,17 @@ class FeaturesConfig(Section):
     )
 
 
+SelectionArm = Literal["diversity", "rare", "uncertainty"]
+ScalerName = Literal["global", "slide", "cohort"]
+_ARMS: tuple[SelectionArm, ...] = ("diversity", "rare", "uncertainty")
+_SCALERS: tuple[ScalerName, ...] = ("global", "slide", "cohort")
+
+
 class SelectionConfig(Section):
     """Active-learning tile selection (`histocurate select`): the three arms and the draws."""
 
-    arms: list[Literal["diversity", "rare", "uncertainty"]] = Field(
-        default_factory=lambda: ["diversity", "rare", "uncertainty"],
+    arms: list[SelectionArm] = Field(
+        default_factory=lambda: list(_ARMS),
         description="Arms to run: diversity, rare (rare-cell enrichment), uncertainty.",
     )
     encoders: list[str] = Field(
@@ -146,8 +152,8 @@ class SelectionConfig(Section):
         default_factory=lambda: [[32], [32, 16]],
         description="Hidden layers of the MLP candidates (one entry per depth).",
     )
-    scalers: list[Literal["global", "slide", "cohort"]] = Field(
-        default_factory=lambda: ["global", "slide", "cohort"],
+    scalers: list[ScalerName] = Field(
+        default_factory=lambda: list(_SCALERS),
         description="Z-scoring candidates: fitted globally, per slide, per cohort.",
     )
     ensemble_members: int = Field(5, ge=2, description="Members of each final presence model.")
@@ -192,6 +198,48 @@ class ConsensusConfig(Section):
     shard_tiles: int = Field(64, ge=1, description="Tiles per task in the Prefect flow.")
 
 
+class EvaluateConfig(Section):
+    """Evaluation of predictions against a truth (`histocurate evaluate`)."""
+
+    iou_threshold: float = Field(
+        0.5, ge=0, lt=1, description="A pair of nuclei counts when its IoU exceeds this."
+    )
+    match_radius_px: float = Field(
+        12.0, gt=0, description="Point matching only: max centroid distance (6 at 20x)."
+    )
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples of tiles (0: none).")
+    seed: int = Field(0, description="Seed of the bootstrap resamples.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the intervals.")
+    multilabel: Literal["each", "split"] = Field(
+        "each", description="A miss on a nucleus with several labels: FN for each, or 1/|S|."
+    )
+    aggregate: Literal["pooled", "tile_mean"] = Field(
+        "pooled", description="DQ/SQ/PQ from counts pooled over tiles, or mean of tiles."
+    )
+
+
+class CytomineConfig(Section):
+    """Cytomine campaigns (`histocurate export` / `import`). Never holds a key: keys come
+    from CYTOMINE_PUBLIC_KEY / CYTOMINE_PRIVATE_KEY or the Prefect Secret blocks named here."""
+
+    host: str | None = Field(None, description="Server URL (CYTOMINE_HOST overrides it).")
+    project: str | None = Field(None, description="Project name of the campaign.")
+    annotators: list[str] = Field(
+        default_factory=list, description="Usernames of the annotators (existing users)."
+    )
+    k_per_tile: int | None = Field(
+        None, ge=1, description="Validation sets: annotators per tile (paper: 3 of 9). None: all."
+    )
+    seed: int = Field(0, description="Seed of the per-tile draw of annotators.")
+    public_key_block: str | None = Field(None, description="Prefect Secret block: public key.")
+    private_key_block: str | None = Field(None, description="Prefect Secret block: private key.")
+    timeout_s: float = Field(30.0, gt=0, description="Read timeout of one request.")
+    connect_deadline_s: float = Field(
+        20.0, gt=0, description="How long to wait for /server/ping before giving up."
+    )
+    retries: int = Field(6, ge=1, description="Attempts per call (transport errors, 5xx only).")
+
+
 class HistocurateConfig(Section):
     """Everything a stage may read. One instance per run, passed down explicitly."""
 
@@ -202,6 +250,8 @@ class HistocurateConfig(Section):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)  # type: ignore[arg-type]
     selection: SelectionConfig = Field(default_factory=SelectionConfig)  # type: ignore[arg-type]
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)  # type: ignore[arg-type]
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)  # type: ignore[arg-type]
+    cytomine: CytomineConfig = Field(default_factory=CytomineConfig)  # type: ignore[arg-type]
 
     @field_validator("workspace")
     @classmethod

@@ -59,6 +59,21 @@ class Workspace:
         return self.root / "selection.parquet"
 
     @property
+    def assignments(self) -> Path:
+        """Annotators of each exported tile per Cytomine project (table ``assignments``)."""
+        return self.root / "assignments.parquet"
+
+    @property
+    def points(self) -> Path:
+        """Clicks imported from Cytomine (table ``points``)."""
+        return self.root / "points.parquet"
+
+    @property
+    def import_rejects(self) -> Path:
+        """Annotations the import kept aside, with the reason (table ``import_rejects``)."""
+        return self.root / "import_rejects.parquet"
+
+    @property
     def consensus(self) -> Path:
         """Consensus nuclei of the campaign (table ``consensus``, one file)."""
         return self.root / "consensus.parquet"
@@ -72,6 +87,11 @@ class Workspace:
     def qupath(self) -> Path:
         """GeoJSON for QuPath, one ``<tile_id>.geojson`` per tile."""
         return self.root / "exports" / "qupath"
+
+    @property
+    def evaluation(self) -> Path:
+        """Metrics of the last `histocurate evaluate` run (table ``evaluation``)."""
+        return self.root / "reports" / "evaluate" / "evaluation.parquet"
 
     @property
     def reports(self) -> Path:

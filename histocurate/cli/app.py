@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 
 from histocurate.cli import (  # noqa: F401  (each module registers its commands on `app`)
+    cytomine,
+    evaluate,
     init,
     tile,
 )

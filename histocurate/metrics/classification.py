@@ -57,19 +57,20 @@ _INDEX = {label: i for i, label in enumerate(LABELS)}
 _ALLOWED = frozenset(ANNOTATION_LABELS)
 
 
-def _check_names(values: Sequence[str], *, origin: str) -> None:
-    bad = sorted({v for v in values if v not in _ALLOWED})
+def _check_names(values: Sequence[str | None], *, origin: str) -> None:
+    bad = [i for i, v in enumerate(values) if v is not None and v not in _ALLOWED]
     if bad:
+        names = sorted({str(values[i]) for i in bad})
         raise MetricsInputError(
-            f"{origin}: unknown cell type(s) {bad[:5]}; expected label ids of "
-            f"histocurate.labels ({', '.join(ANNOTATION_LABELS)})"
+            f"{origin}: unknown cell type(s) {names[:5]} (first at row {bad[0]}, "
+            f"{len(bad)} row(s)); expected label ids of histocurate.labels "
+            f"({', '.join(ANNOTATION_LABELS)})"
         )
 
 
 def encode_predictions(labels: Sequence[str | None], *, origin: str = "pred") -> NDArray[np.int64]:
     """Class index (0..12, ontology order) per predicted nucleus; -1 for None or 'unknown'."""
-    present = [v for v in labels if v is not None]
-    _check_names(present, origin=f"{origin}, column 'label'")
+    _check_names(labels, origin=f"{origin}, column 'label'")
     return np.array(
         [-1 if v is None or v == UNKNOWN.id else _INDEX[v] for v in labels], dtype=np.int64
     )
@@ -87,8 +88,7 @@ def encode_label_sets(
     'unknown' is dropped from a set: it says a type was not recognised, not which.
     """
     out = np.zeros((len(label), N_CLASSES), dtype=bool)
-    single = [v for v in label if v is not None]
-    _check_names(single, origin=f"{origin}, column 'label'")
+    _check_names(label, origin=f"{origin}, column 'label'")
     for i, v in enumerate(label):
         if v is not None:
             if v != UNKNOWN.id:
@@ -98,7 +98,7 @@ def encode_label_sets(
         if proposed is None:
             continue
         names = list(proposed)
-        _check_names(names, origin=f"{origin}, column 'labels' (row {i})")
+        _check_names(names, origin=f"{origin}, column 'labels' of row {i}")
         for name in names:
             if name != UNKNOWN.id:
                 out[i, _INDEX[name]] = True
