@@ -6,7 +6,7 @@ Import a declaration from here (``from data_schema import TILES``) and pass it t
 
 from data_schema._table import Column, TableSchema
 from data_schema.assignments import ASSIGNMENTS
-from data_schema.consensus import CONSENSUS
+from data_schema.consensus import CONSENSUS, CONSENSUS_FATES
 from data_schema.evaluation import EVALUATION
 from data_schema.features import FEATURES, features_schema
 from data_schema.import_rejects import IMPORT_REJECTS
@@ -22,6 +22,7 @@ ALL_SCHEMAS: dict[str, TableSchema] = {
     for s in (
         ASSIGNMENTS,
         CONSENSUS,
+        CONSENSUS_FATES,
         EVALUATION,
         FEATURES,
         IMPORT_REJECTS,
@@ -38,6 +39,7 @@ __all__ = [
     "ALL_SCHEMAS",
     "ASSIGNMENTS",
     "CONSENSUS",
+    "CONSENSUS_FATES",
     "EVALUATION",
     "FEATURES",
     "IMPORT_REJECTS",

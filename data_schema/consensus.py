@@ -79,3 +79,32 @@ CONSENSUS = TableSchema(
         Column("area", pa.float64(), "Polygon area, square tile pixels."),
     ),
 )
+
+CONSENSUS_FATES = TableSchema(
+    name="consensus_fates",
+    version=1,
+    doc=(
+        "What consensus made of every annotation (one row per click): the nucleus it joined, "
+        "or why it joined none. One file per campaign (and one per shard in the flow)."
+    ),
+    columns=(
+        Column("annotation_id", pa.int64(), "Annotation (click) id, as in masks.parquet."),
+        Column("tile_id", pa.string(), "Tile of the click."),
+        Column("annotator", pa.string(), "Who clicked."),
+        Column("x", pa.float64(), "Click column, tile pixels."),
+        Column("y", pa.float64(), "Click row, tile pixels."),
+        Column("label", pa.string(), "Label the annotator gave ('unknown' allowed)."),
+        Column(
+            "consensus_id",
+            pa.int64(),
+            "Consensus nucleus it is a member of; null when not kept.",
+            nullable=True,
+        ),
+        Column(
+            "status",
+            pa.string(),
+            "'kept', 'dropped' (too few annotators found it), 'single_annotator_tile' (only "
+            "one annotator on the tile) or 'no_mask' (no usable mask).",
+        ),
+    ),
+)

@@ -79,6 +79,11 @@ class Workspace:
         return self.root / "consensus.parquet"
 
     @property
+    def consensus_fates(self) -> Path:
+        """What became of every click (table ``consensus_fates``, one file)."""
+        return self.root / "consensus_fates.parquet"
+
+    @property
     def consensus_shards(self) -> Path:
         """Per-shard consensus files the Prefect flow merges (table ``consensus``)."""
         return self.root / "consensus_shards"
