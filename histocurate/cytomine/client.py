@@ -224,8 +224,8 @@ class Connection:
                 self.retries += 1
                 time.sleep(self.policy.delay(attempt - 1))
                 if reconcile is not None:
-                    found = self.call(f"{call} (check)", lambda: _none_to_false(reconcile()))
-                    if found is not False:
+                    found = reconcile()  # its own listings go through `call` (retried)
+                    if found is not None:
                         return found
             try:
                 result = fn()
@@ -245,10 +245,6 @@ class Connection:
             log.debug("transient failure of %r: %s", call, error)
         assert error is not None
         raise error
-
-
-def _none_to_false(value: T | None) -> T | bool:
-    return False if value is None else value
 
 
 @contextmanager
