@@ -97,7 +97,8 @@ def args_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         args["depth"] = max(blocks) + 1
     fc1 = state.get("blocks.0.mlp.fc1.weight")
     if fc1 is not None and "embed_dim" in args:
-        args["mlp_ratio"] = int(fc1.shape[0]) / args["embed_dim"]
+        # timm takes int(embed_dim * mlp_ratio): +0.5 keeps float rounding from losing one.
+        args["mlp_ratio"] = (int(fc1.shape[0]) + 0.5) / args["embed_dim"]
     pos = state.get("pos_embed")
     if pos is not None and "patch_size" in args:
         side = math.isqrt(int(pos.shape[1]))
