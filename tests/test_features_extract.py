@@ -155,7 +155,7 @@ def test_load_features_errors(tmp_path: Path) -> None:
         load_features(tmp_path, "phikon")
     table = pa.table({"tile_id": ["t"], "slide_id": ["s2"], "features": [[1.0]]})
     pq.write_table(table, tmp_path / "s2.parquet")
-    with pytest.raises(SchemaError, match="s2.parquet"):
+    with pytest.raises(SchemaError, match=r"s2\.parquet"):
         load_features(tmp_path, "builtin", slide_ids=["s2"])
     assert features_schema(3).to_arrow().field("features").type.list_size == 3
 
