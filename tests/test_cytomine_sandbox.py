@@ -1,0 +1,134 @@
+"""The sandbox server (HMAC, JSON shapes, faults) and the client adapter's quirk handling."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+import pytest
+import requests
+from cytomine import Cytomine
+from cytomine.models import Ontology, Project, ProjectCollection, TermCollection
+
+from histocurate.cytomine.client import (
+    CytomineAuthError,
+    CytomineCallError,
+    CytomineUnreachable,
+    RetryPolicy,
+    connect,
+    remove_client_stdout_handler,
+)
+from histocurate.cytomine.credentials import Credentials, CredentialsError, resolve_credentials
+from histocurate.cytomine.rest import SignedSession
+from histocurate.cytomine.sandbox import FaultInjector, SandboxDB, serve_in_thread, signature
+from tests.test_cytomine_support import FAST, sandbox, unique  # noqa: F401
+
+
+def test_signature_is_the_client_scheme(sandbox):  # noqa: F811
+    public, private = sandbox.keys["alice"]
+    date = "Mon, 01 Jan 2024 00:00:00 +0000"
+    from cytomine.cytomine import CytomineAuth
+
+    prepared = requests.Request(
+        "GET", f"{sandbox.host}/api/user/current.json", headers={"date": date}
+    ).prepare()
+    CytomineAuth(public, private, "", "")(prepared)
+    assert prepared.headers["authorization"] == f"CYTOMINE {public}:" + signature(
+        private, "GET", "", date
+    )
+
+
+def test_wrong_or_missing_key_gets_401(sandbox):  # noqa: F811
+    public, _ = sandbox.keys["alice"]
+    with pytest.raises(CytomineCallError) as info:
+        SignedSession(sandbox.host, public, "not-the-key").request("GET", "/api/user/current.json")
+    assert info.value.status == 401
+    assert requests.get(f"{sandbox.host}/api/project.json", timeout=5).status_code == 401
+    assert requests.get(f"{sandbox.host}/server/ping", timeout=5).status_code == 200
+
+
+def test_real_client_shapes_and_conflicts(sandbox):  # noqa: F811
+    with connect(sandbox.credentials(), FAST) as conn:
+        assert conn.username == sandbox.admin
+        onto = Ontology(unique("onto")).save()
+        name = unique()
+        project = Project(name, onto.id).save()
+        assert project.id and project.ontology == onto.id
+        assert name in [p.name for p in ProjectCollection().fetch()]
+        assert len(TermCollection(filters={"project": project.id}).fetch()) == 0
+        with pytest.raises(CytomineCallError) as info:
+            conn.call("create duplicate", lambda: Project(name, onto.id).save())
+        assert info.value.status == 409 and not info.value.transient
+        raw = conn.client.get("project.json", {"max": 1, "offset": 0})
+        assert set(raw) >= {"collection", "size", "offset", "perPage", "totalPages"}
+        assert len(raw["collection"]) == 1
+
+
+def test_wrong_keys_fail_fast_without_leaking(sandbox):  # noqa: F811
+    public, private = sandbox.keys["bob"]
+    wrong = private[::-1]
+    with (
+        pytest.raises(CytomineAuthError) as info,
+        connect(Credentials(sandbox.host, public, wrong), FAST),
+    ):
+        pass
+    assert wrong not in str(info.value) and private not in str(info.value)
+    assert "401" in str(info.value)
+
+
+def test_server_down_is_a_clear_error_within_the_deadline():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    policy = RetryPolicy(connect_deadline_s=1.0, connect_timeout_s=0.5, backoff_s=0.1)
+    with (
+        pytest.raises(CytomineUnreachable, match="waited up to 1 s"),
+        connect(Credentials(f"http://127.0.0.1:{port}", "p", "secret-k"), policy),
+    ):
+        pass
+    assert RetryPolicy().connect_deadline_s < 30  # the default gives up well within 30 s
+
+
+def test_transient_faults_are_retried_and_hangs_time_out():
+    db = SandboxDB()
+    public, private = db.create_user("admin", admin=True)
+    faults = FaultInjector(rate=0.0, hang_s=0.6, seed=3)
+    policy = RetryPolicy(attempts=12, backoff_s=0.01, max_backoff_s=0.05, timeout_s=0.4)
+    with serve_in_thread(db, faults=faults) as server:
+        creds = Credentials(server.host, public, private)
+        with connect(creds, policy) as conn:
+            faults.rate = 0.5
+            for _ in range(6):
+                assert conn.call("list projects", lambda: ProjectCollection().fetch()) is not False
+            faults.rate = 0.0
+            assert conn.retries > 0
+    summary = faults.summary()
+    assert sum(v for k, v in summary.items() if k != "requests") > 0
+
+
+def test_singleton_is_released_and_client_logging_silenced(sandbox):  # noqa: F811
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+    logging.getLogger().addHandler(handler)
+    remove_client_stdout_handler()
+    assert handler not in logging.getLogger().handlers
+    with connect(sandbox.credentials(), FAST):
+        assert Cytomine.get_instance() is not None
+    with pytest.raises(ConnectionError):
+        Cytomine.get_instance()
+
+
+def test_credentials_from_environment_and_repr_hides_keys():
+    env = {
+        "CYTOMINE_HOST": "h",
+        "CYTOMINE_PUBLIC_KEY": "pub",
+        "CYTOMINE_PRIVATE_KEY": "priv-s3cret",
+    }
+    creds = resolve_credentials(environ=env)
+    assert (creds.host, creds.public_key, creds.private_key) == ("h", "pub", "priv-s3cret")
+    assert "priv-s3cret" not in repr(creds) and "priv-s3cret" not in str(creds)
+    with pytest.raises(CredentialsError, match="CYTOMINE_PRIVATE_KEY"):
+        resolve_credentials(environ={"CYTOMINE_HOST": "h", "CYTOMINE_PUBLIC_KEY": "p"})
+    with pytest.raises(CredentialsError, match="CYTOMINE_HOST"):
+        resolve_credentials(environ={})
