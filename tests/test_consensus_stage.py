@@ -152,3 +152,33 @@ def test_agreement_lists_annotators_with_zero_clicks() -> None:
     assert per.loc["D", "clicks"] == 0 and per.loc["D", "assigned_tiles"] == 1
     assert np.isnan(per.loc["D", "fraction_matched"])
     assert tile_feature_collection(nuclei.iloc[0:0].assign(polygon=[]))["features"] == []
+
+
+def test_shards_then_merge_equal_one_run(config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from histocurate.consensus.shards import merge_shards, plan_shards, run_shard, shard_keys
+
+    masks = _masks()
+    config.consensus.shard_tiles = 1
+    shards = plan_shards(config, masks)
+    assert shards == [["t1"], ["t2"]]
+    outcomes = [
+        run_shard(config, tiles, key, masks=masks)
+        for tiles, key in zip(shards, shard_keys(len(shards)), strict=True)
+    ]
+    merged = merge_shards(config, outcomes)
+    whole = run_consensus(config, masks=masks)
+    cols = ["consensus_id", "label", "n_annotators", "polygon"]
+    assert merged.nuclei[cols].equals(whole.nuclei[cols])
+    assert merged.report.single_annotator_tiles == ["t2"]
+
+
+def test_cli_consensus(config, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from histocurate.cli.app import main
+
+    monkeypatch.setattr("histocurate.consensus.stage.read_masks", lambda ws: _masks())
+    code = main(["consensus", "-w", str(config.workspace), "--label-rule", "dawid-skene",
+                 "--overlays", "0"])  # fmt: skip
+    assert code == 0
+    table = read_table(config.workspace / "consensus.parquet", CONSENSUS)
+    assert (table["label_rule"] == "dawid-skene").all()
+    assert main(["consensus", "-w", str(config.workspace), "--iou-threshold", "1.5"]) == 2

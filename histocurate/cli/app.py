@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 
 from histocurate.cli import (  # noqa: F401  (each module registers its commands on `app`)
+    consensus,
     cytomine,
+    embed,
     evaluate,
     init,
     tile,

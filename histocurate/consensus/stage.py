@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from data_schema import CONSENSUS, TILES
+from data_schema import CONSENSUS, CONSENSUS_FATES, TILES, TableSchema
 from histocurate.config import HistocurateConfig
 from histocurate.consensus.agreement import AgreementReport, agreement_report
 from histocurate.consensus.core import apply_labels, build_consensus
@@ -178,6 +178,13 @@ def _member_segmenters(masks: pd.DataFrame) -> pd.Series:
     return pd.Series(dtype=object)
 
 
+def write_frame(frame: pd.DataFrame, path: Path, schema: TableSchema) -> Path:
+    """`write_table`, also for an empty frame (Arrow cannot infer empty list columns)."""
+    if frame.empty:
+        return write_table(schema.to_arrow().empty_table(), path, schema)
+    return write_table(frame, path, schema)
+
+
 def to_table(nuclei: pd.DataFrame) -> pd.DataFrame:
     """The consensus table's columns, in schema order."""
     return nuclei[CONSENSUS.column_names].reset_index(drop=True)
@@ -229,6 +236,9 @@ def finish_consensus(
     labelled, fit = apply_labels(nuclei, label_rule=cfg.label_rule)
     table = to_table(labelled)
     write_table(table, workspace.consensus, CONSENSUS)
+    write_table(
+        assignments[CONSENSUS_FATES.column_names], workspace.consensus_fates, CONSENSUS_FATES
+    )
     report = agreement_report(
         assignments,
         table,
