@@ -11,7 +11,6 @@ import sys
 from histocurate.cli import (  # noqa: F401  (each module registers its commands on `app`)
     consensus,
     cytomine,
-    embed,
     evaluate,
     init,
     tile,
