@@ -11,6 +11,7 @@ import sys
 from histocurate.cli import (  # noqa: F401  (each module registers its commands on `app`)
     consensus,
     cytomine,
+    embed,
     evaluate,
     init,
     tile,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from histocurate.errors import UserInputError
 from histocurate.features.base import Encoder, Preprocessor
 from histocurate.features.store import write_slide_features
 from histocurate.io import partition_path
@@ -40,16 +41,13 @@ class SlideOutcome:
     seconds: float = 0.0
     error: str = ""
     path: str = ""
+    input_error: bool = False  # True: the slide is at fault (unreadable region), not the code
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "slide_id": self.slide_id,
-            "status": self.status,
-            "tiles": self.tiles,
-            "seconds": round(self.seconds, 3),
-            "error": self.error,
-            "path": self.path,
-        }
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.slide_id}: {self.error}" if self.error else f"{self.slide_id}: {self.status}"
 
 
 def _default_reader(row: Mapping[str, Any]) -> np.ndarray:
@@ -58,9 +56,12 @@ def _default_reader(row: Mapping[str, Any]) -> np.ndarray:
     return read_tile(row)
 
 
-class TileDataset(Dataset[tuple[int, torch.Tensor | None, str]]):
-    """Item ``i``: (i, preprocessed tile or None, error text). Never raises for a bad tile,
-    so that one corrupt region does not stop the loader."""
+Item = tuple[int, torch.Tensor | None, str, bool]
+
+
+class TileDataset(Dataset[Item]):
+    """Item ``i``: (i, preprocessed tile or None, error text, error is the input's fault).
+    Never raises for a bad tile, so that one corrupt region does not stop the loader."""
 
     def __init__(
         self, rows: Sequence[Mapping[str, Any]], preprocess: Preprocessor, reader: TileReader
@@ -72,21 +73,22 @@ class TileDataset(Dataset[tuple[int, torch.Tensor | None, str]]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
+    def __getitem__(self, index: int) -> Item:
         row = self.rows[index]
         try:
-            return index, self.preprocess(self.reader(row)), ""
+            return index, self.preprocess(self.reader(row)), "", False
         except Exception as exc:  # reported per slide, with the tile named
-            return index, None, f"tile {row['tile_id']}: {type(exc).__name__}: {exc}"
+            text = f"tile {row['tile_id']}: {type(exc).__name__}: {exc}"
+            return index, None, text, isinstance(exc, UserInputError | OSError)
 
 
-Batch = tuple[np.ndarray, torch.Tensor | None, dict[int, str]]
+Batch = tuple[np.ndarray, torch.Tensor | None, dict[int, tuple[str, bool]]]
 
 
-def collate(items: list[tuple[int, torch.Tensor | None, str]]) -> Batch:
+def collate(items: list[Item]) -> Batch:
     """Stack the tiles that were read; keep the errors of the others by index."""
-    ok = [(i, x) for i, x, _ in items if x is not None]
-    errors = {i: err for i, _, err in items if err}
+    ok = [(i, x) for i, x, _, _ in items if x is not None]
+    errors = {i: (err, bad_input) for i, _, err, bad_input in items if err}
     stacked = torch.stack([x for _, x in ok]) if ok else None
     return np.asarray([i for i, _ in ok], dtype=np.int64), stacked, errors
 
@@ -108,6 +110,7 @@ class _SlideState:
     remaining: int
     values: np.ndarray
     error: str = ""
+    input_error: bool = False
     started: float = 0.0
 
 
@@ -162,7 +165,15 @@ def embed_tile_table(
     def finish(state: _SlideState) -> None:
         seconds = time.perf_counter() - state.started if state.started else 0.0
         if state.error:
-            report(SlideOutcome(state.slide_id, "failed", state.count, seconds, state.error))
+            failed = SlideOutcome(
+                state.slide_id,
+                "failed",
+                state.count,
+                seconds,
+                state.error,
+                input_error=state.input_error,
+            )
+            report(failed)
             return
         ids = [str(r["tile_id"]) for r in rows[state.start : state.start + state.count]]
         try:
@@ -192,14 +203,14 @@ def embed_tile_table(
         persistent_workers=False,
     )
     done = 0
+    pending = [s for s in states if s.remaining]
+    if pending:
+        pending[0].started = time.perf_counter()
     for indices, batch, errors in loader:
-        now = time.perf_counter()
-        touched = {int(o) for o in owner[done : done + len(indices) + len(errors)]}
-        for s in touched:
-            states[s].started = states[s].started or now
-        for index, message in errors.items():
+        for index, (message, bad_input) in errors.items():
             state = states[owner[index]]
-            state.error = state.error or message
+            if not state.error:
+                state.error, state.input_error = message, bad_input
         if batch is not None and len(indices):
             try:
                 feats = encoder.encode(batch)
@@ -218,6 +229,9 @@ def embed_tile_table(
             state.remaining -= 1
             if state.remaining == 0:
                 finish(state)
+                following = int(owner[index]) + 1
+                if following < len(states):  # the next slide's clock starts now
+                    states[following].started = time.perf_counter()
         done += n
         if progress is not None:
             progress(n)

@@ -123,8 +123,9 @@ def build_timm(
             raise WeightsError(
                 f"no weights for encoder {name!r} (nothing is downloaded: no network is "
                 f"assumed). Looked for models--timm--{model_name}* in: {roots}. Put the "
-                f"model's state_dict (.safetensors or .pth) anywhere and set [features] "
-                f"timm_weights = '/path/to/file' in histocurate.toml (or pass --weights)."
+                f"model's state_dict (.safetensors or .pth) anywhere and set timm_weights = "
+                "'/path/to/file' in the features section of histocurate.toml (or pass "
+                "--weights)."
             )
         _load_into(model, file, f"timm {model_name}")
         identity = {"weights_path": str(file), "sha256": fingerprint(file)}

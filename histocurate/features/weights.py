@@ -126,7 +126,8 @@ def resolve_model_dir(
         f"Looked in: {'; '.join(looked)}. Either copy the Hugging Face cache folder of "
         f"{repo_id} (made by `huggingface-cli download {repo_id}` on a machine with network) "
         f"to {default_cache}, or put a folder holding {need} anywhere and set "
-        f"[features] {setting} = '/that/folder' in histocurate.toml (or pass --weights)."
+        f"{setting} = '/that/folder' in the features section of histocurate.toml (or pass "
+        "--weights)."
     )
 
 
