@@ -166,11 +166,12 @@ class _Project:
     terms: dict[str, int]  # label -> term id
 
 
-def _open_project(session: SignedSession, name: str) -> _Project:
+def _open_project(session: SignedSession, name: str) -> _Project | None:
+    """The project as this user sees it; None when they are not a member of it."""
     me = session.get("/api/user/current.json")
     found = [p for p in session.collection("/api/project.json") if p["name"] == name]
     if not found:
-        raise CytomineCallError(f"find project {name}", 404, "not visible to this user")
+        return None
     pid = int(found[0]["id"])
     term_of = {t["name"]: int(t["id"]) for t in session.collection(f"/api/project/{pid}/term.json")}
     return _Project(pid, int(me["id"]), {lab: term_of[n] for lab, n in term_names().items()})
@@ -218,7 +219,8 @@ def annotate_project(
     seed: int = 0,
     policy: RetryPolicy | None = None,
 ) -> SimulationResult:
-    """Every profile annotates the tiles assigned to it in ``project``.
+    """Every profile annotates the tiles assigned to it in ``project`` (a profile whose
+    user is not a member of the project sees nothing and makes no click).
 
     ``truth``: tile_id, x, y, label (tile px, top-left), e.g. from
     `histocurate.synth.truth_in_tiles`. ``keys``: username -> (public, private) key.
@@ -235,10 +237,14 @@ def annotate_project(
         try:
             proj = _open_project(session, project)
             posted = there = 0
-            for image in session.collection(f"/api/project/{proj.id}/imageinstance.json"):
+            images = [] if proj is None else session.collection(
+                f"/api/project/{proj.id}/imageinstance.json"
+            )  # fmt: skip
+            for image in images:
                 if not _assigned(session, image, profile.username):
                     continue
                 tile = str(image["instanceFilename"]).removesuffix(".png")
+                assert proj is not None
                 clicks, p, t = _annotate_image(
                     session, proj, image, profile, by_tile.get(tile, empty), seed
                 )

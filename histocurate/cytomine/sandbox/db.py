@@ -304,9 +304,17 @@ class CoreDB:
                 raise NotFound(f"Project {pid} not found")
             return self._project_json(row)
 
-    def projects(self) -> list[dict[str, Any]]:
+    def projects(self, member: int | None = None) -> list[dict[str, Any]]:
         with self.lock:
-            return [self._project_json(r) for r in self._all("SELECT * FROM projects ORDER BY id")]
+            if member is None:
+                rows = self._all("SELECT * FROM projects ORDER BY id")
+            else:
+                rows = self._all(
+                    "SELECT p.* FROM projects p JOIN project_users u ON u.project_id = p.id "
+                    "WHERE u.user_id = ? ORDER BY p.id",
+                    (member,),
+                )
+            return [self._project_json(r) for r in rows]
 
     def add_project_user(self, pid: int, uid: int, *, admin: bool = False) -> None:
         with self.lock:

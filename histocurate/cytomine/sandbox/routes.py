@@ -127,7 +127,8 @@ def add_term(r: Request) -> Any:
 
 
 def projects(r: Request) -> dict[str, Any]:
-    return collection(r.db.projects(), r.params)
+    """Projects the user may see: all for an admin, else those they are a member of."""
+    return collection(r.db.projects(None if r.me["admin"] else r.me["id"]), r.params)
 
 
 def project(r: Request) -> dict[str, Any]:
