@@ -24,9 +24,24 @@ EVALUATION = TableSchema(
         Column(
             "cell_type", pa.string(), "Label id for per-class metrics, else null.", nullable=True
         ),
-        Column("value", pa.float64(), "The metric on all tiles (NaN when undefined)."),
-        Column("ci_low", pa.float64(), "Lower bound of the bootstrap percentile interval."),
-        Column("ci_high", pa.float64(), "Upper bound of the bootstrap percentile interval."),
+        Column(
+            "value",
+            pa.float64(),
+            "The metric on all tiles; null when undefined (e.g. a class absent on both sides).",
+            nullable=True,
+        ),
+        Column(
+            "ci_low",
+            pa.float64(),
+            "Lower bound of the bootstrap percentile interval (null without resamples).",
+            nullable=True,
+        ),
+        Column(
+            "ci_high",
+            pa.float64(),
+            "Upper bound of the bootstrap percentile interval (null without resamples).",
+            nullable=True,
+        ),
         Column(
             "p_value",
             pa.float64(),

@@ -223,3 +223,16 @@ def test_untyped_and_ambiguous_truth_rows_are_read() -> None:
     inst = instances_from_frame(frame, origin="consensus")
     assert inst.label == ["lymphocyte", None, "unknown"]
     assert inst.xy is not None and inst.xy[0].tolist() == [2.5, 2.5]
+
+
+def test_undefined_metrics_are_written_as_nulls(tmp_path: Path) -> None:
+    from histocurate.metrics.output import write_evaluation
+
+    boxes = [shapely.to_wkb(shapely.box(i * 10, 0, i * 10 + 6, 6)) for i in range(3)]
+    frame = pd.DataFrame({"tile_id": "t", "label": "lymphocyte", "polygon": boxes})
+    inst = instances_from_frame(frame, origin="t")
+    ev = evaluate(inst, [("p", inst)], options=EvaluationOptions(n_boot=0))
+    path = write_evaluation(ev, tmp_path / "e.parquet")
+    table = read_table(path, EVALUATION)
+    assert table.value.isna().sum() == 12 * 3  # the 12 classes absent from both tables
+    assert table.ci_low.isna().all()
