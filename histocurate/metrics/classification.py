@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from histocurate.labels import ANNOTATION_LABELS, LABELS, UNKNOWN
@@ -57,6 +58,14 @@ _INDEX = {label: i for i, label in enumerate(LABELS)}
 _ALLOWED = frozenset(ANNOTATION_LABELS)
 
 
+def _clean(values: Sequence[object]) -> list[str | None]:
+    """Labels as str or None (pandas gives NaN or pd.NA for missing values)."""
+    return [
+        v if isinstance(v, str) else None if v is None or v != v or v is pd.NA else str(v)
+        for v in values
+    ]
+
+
 def _check_names(values: Sequence[str | None], *, origin: str) -> None:
     bad = [i for i, v in enumerate(values) if v is not None and v not in _ALLOWED]
     if bad:
@@ -70,6 +79,7 @@ def _check_names(values: Sequence[str | None], *, origin: str) -> None:
 
 def encode_predictions(labels: Sequence[str | None], *, origin: str = "pred") -> NDArray[np.int64]:
     """Class index (0..12, ontology order) per predicted nucleus; -1 for None or 'unknown'."""
+    labels = _clean(labels)
     _check_names(labels, origin=f"{origin}, column 'label'")
     return np.array(
         [-1 if v is None or v == UNKNOWN.id else _INDEX[v] for v in labels], dtype=np.int64
@@ -87,6 +97,7 @@ def encode_label_sets(
     ``label`` wins when set; otherwise the set ``labels`` (consensus without majority).
     'unknown' is dropped from a set: it says a type was not recognised, not which.
     """
+    label = _clean(label)
     out = np.zeros((len(label), N_CLASSES), dtype=bool)
     _check_names(label, origin=f"{origin}, column 'label'")
     for i, v in enumerate(label):

@@ -27,7 +27,7 @@ class MetricsInputError(UserInputError, ValueError):
 class ContiguousMap:
     """A map relabelled to ids ``1..n`` (0 = background) and the original id of each."""
 
-    labels: NDArray[np.int64]
+    labels: NDArray[np.integer]
     ids: NDArray[np.int64]  # ids[k - 1] is the original id of contiguous id k
 
     @property
@@ -76,6 +76,8 @@ def relabel_contiguous(array: NDArray[np.integer]) -> ContiguousMap:
         present = np.bincount(flat, minlength=top + 1).astype(bool)
         present[0] = False
         ids = np.flatnonzero(present).astype(np.int64)
+        if ids.size == top:  # already 1..n: no copy through a lookup table
+            return ContiguousMap(labels=array, ids=ids)
         lut = np.zeros(top + 1, dtype=np.int64)
         lut[ids] = np.arange(1, ids.size + 1)
         labels = lut[flat].reshape(array.shape)
