@@ -1,0 +1,73 @@
+"""`histocurate embed` on a tiny workspace of real (synthetic-tissue) TIFF slides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from histocurate.cli.app import main
+from histocurate.config import load_config
+from histocurate.features import embed_workspace, load_features
+from histocurate.slides.tile_reader import close_all
+from histocurate.workspace import Workspace
+from tests.slide_files import tissue_image, write_slide
+
+
+def make_workspace(root: Path, slides: int = 2, size: int = 1536) -> Path:
+    """A workspace with ``slides`` small slides, tiled (4 tiles of 448 px each at 1536 px)."""
+    assert main(["init", str(root)]) == 0
+    lines = ["slide_id,path,indication"]
+    for i in range(slides):
+        rgb = tissue_image(size, size, seed=i)
+        rng = np.random.default_rng(i)
+        for y, x in rng.integers(size // 4, 3 * size // 4 - 12, (150, 2)):  # nuclei
+            rgb[y : y + 10, x : x + 10] = (80, 40, 140)
+        write_slide(root / f"s{i}.tiff", rgb, mpp=0.25)
+        lines.append(f"s{i},s{i}.tiff,LUAD")
+    (root / "slides.csv").write_text("\n".join(lines) + "\n")
+    assert main(["tile", "-w", str(root), "--no-prefect", "--tissue-threshold", "0.2"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_workspace(tmp_path_factory.mktemp("embed") / "ws")
+
+
+def test_cli_embeds_resumes_and_forces(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["embed", "-w", str(workspace), "--no-prefect", "--num-workers", "2"]) == 0
+    features = load_features(Workspace(workspace), "builtin")
+    assert len(features) > 0 and set(features.slide_ids) == {"s0", "s1"}
+    assert np.isfinite(features.values).all() and features.values.std(axis=0).max() > 0
+    assert (workspace / "features" / "builtin" / "encoder.json").is_file()
+    capsys.readouterr()
+    assert main(["embed", "-w", str(workspace), "--no-prefect"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    config = load_config(workspace, {"features": {"num_workers": 0}})
+    again = embed_workspace(config, force=True, slide_ids=["s1"])
+    assert [(o.slide_id, o.status) for o in again] == [("s1", "done")]
+    np.testing.assert_array_equal(
+        load_features(workspace, "builtin", slide_ids=["s1"]).values,
+        features.subset(features.slide_ids == "s1").values,
+    )
+
+
+def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", str(tmp_path / "empty")]) == 0
+    assert main(["embed", "-w", str(tmp_path / "empty"), "--no-prefect"]) == 2
+    assert "histocurate tile" in capsys.readouterr().err
+    ws = make_workspace(tmp_path / "ws")
+    assert main(["embed", "-w", str(ws), "--encoder", "vgg", "--no-prefect"]) == 2
+    assert "unknown encoder 'vgg'" in capsys.readouterr().err
+    assert main(["embed", "-w", str(ws), "--encoder", "h0-mini", "--no-prefect"]) == 2
+    assert "h0_mini_weights" in capsys.readouterr().err
+    # A slide damaged after tiling: that slide fails (exit 2: input), the other is written.
+    close_all()
+    data = (ws / "s1.tiff").read_bytes()
+    (ws / "s1.tiff").write_bytes(data[: len(data) // 3])
+    assert main(["embed", "-w", str(ws), "--no-prefect", "--num-workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "s1" in err and "1 item(s) failed" in err
+    assert load_features(ws, "builtin").slide_ids.tolist().count("s0") > 0
