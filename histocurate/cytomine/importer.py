@@ -100,8 +100,10 @@ def convert(
     mark(~known, "unknown_image", "image is not an exported tile of this project")
     valid = ~pd.isna(geoms)
     mark(~valid, "bad_geometry", "location is not valid WKT")
-    kinds = np.array([g.geom_type if g is not None else "" for g in geoms], dtype=object)
-    mark(valid & ~is_point, "not_a_point", kinds)
+    other = valid & ~is_point
+    kinds = np.full(len(df), "", dtype=object)
+    kinds[other] = [g.geom_type for g in geoms[other]]
+    mark(other, "not_a_point", kinds)
     mark(n_terms == 0, "no_term", "annotation has no term")
     mark(n_terms > 1, "several_terms", terms.map(str).to_numpy())
     unknown_term = ~first.isin(list(label_by_term)).to_numpy()

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS annotations (id INTEGER PRIMARY KEY, project_id INTEG
   image_id INTEGER, user_id INTEGER, location TEXT NOT NULL, created INTEGER,
   updated INTEGER);
 CREATE INDEX IF NOT EXISTS an_image ON annotations (project_id, image_id);
+CREATE INDEX IF NOT EXISTS an_image_only ON annotations (image_id);
 CREATE TABLE IF NOT EXISTS annotation_terms (id INTEGER PRIMARY KEY,
   annotation_id INTEGER NOT NULL, term_id INTEGER NOT NULL, user_id INTEGER, created INTEGER,
   UNIQUE (annotation_id, term_id));
