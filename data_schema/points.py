@@ -7,7 +7,11 @@ from data_schema._table import Column, TableSchema
 POINTS = TableSchema(
     name="points",
     version=1,
-    doc="Point annotations (clicks) imported from Cytomine, in tile pixels, origin top-left.",
+    doc=(
+        "Point annotations (clicks) imported from Cytomine, in tile pixels, origin top-left; "
+        "continuous coordinates: pixel (col i, row j) spans [i, i+1) x [j, j+1), its centre "
+        "is (i + 0.5, j + 0.5). Cytomine's y (origin bottom-left) = tile height - y."
+    ),
     columns=(
         Column("annotation_id", pa.int64(), "Cytomine annotation id (unique)."),
         Column("tile_id", pa.string(), "Tile the click was made on (the image's name)."),
