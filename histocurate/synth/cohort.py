@@ -56,9 +56,13 @@ def slide_seed(seed: int, indication: str, index: int) -> int:
     return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+_OFFSETS = {name: i for i, name in enumerate(("LUAD", "LUSC", "COAD", "MESO", "BLCA", "PAAD", "OV", "BRCA"))}
+
+
 def cohort_of(indication: str, index: int) -> str:
-    """Spread each indication's slides over the synthetic cohorts (sites)."""
-    return COHORTS[(zlib.crc32(indication.encode()) + index) % len(COHORTS)]
+    """Spread each indication's slides over the synthetic cohorts (sites), round robin."""
+    offset = _OFFSETS.get(indication, zlib.crc32(indication.encode()))
+    return COHORTS[(offset + index) % len(COHORTS)]
 
 
 def generate_slide(
@@ -168,7 +172,8 @@ def generate_cohort(
             done[slide_id] = record
             if on_slide is not None:
                 on_slide(record)
-    if workers > 1 and len(todo) > 1:
+    # start-up of a worker process costs seconds: only worth it for large slides
+    if workers > 1 and len(todo) > 1 and width_px * height_px >= 2048 * 2048:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
             futures = [pool.submit(generate_slide, out_dir, **job) for job in todo]

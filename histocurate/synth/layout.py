@@ -177,7 +177,7 @@ def build_slide(
     stroma_like += zones[ZONES.index("muscle")] * inside
     sites = {
         "vessels": (
-            stroma_like * (0.15 + 4 * vascular) + 0.1 * zones[ZONES.index("tumour")] * inside,
+            stroma_like * (0.05 + 6 * vascular) + 0.03 * zones[ZONES.index("tumour")] * inside,
             rng.poisson(prof.vessels * tissue_mm2 * (1 + 2 * vascular.mean())),
         ),
         "glands": (

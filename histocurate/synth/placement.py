@@ -81,7 +81,7 @@ class Structures:
         um = 1 / mpp
         for cx, cy in centres:
             if kind == "vessels":
-                b = float(np.clip(rng.lognormal(np.log(5.0), 0.35), 3.8, 16)) * um
+                b = float(np.clip(rng.lognormal(np.log(6.5), 0.35), 4.5, 18)) * um
                 a = min(b / rng.uniform(0.45, 1.0), 26 * um)
                 ang = rng.uniform(0, np.pi)
                 self._stamp(self.vessel, cx, cy, a, b, ang, fine)
@@ -101,8 +101,8 @@ class Structures:
 
     def _rbc(self, cx: float, cy: float, a: float, b: float, ang: float,
              rng: np.random.Generator, um: float) -> None:  # fmt: skip
-        step = 7.3 * um
-        ia, ib = max(a - 3.4 * um, 0), max(b - 3.4 * um, 0)
+        step = 6.6 * um
+        ia, ib = max(a - 3.0 * um, 0), max(b - 3.0 * um, 0)
         ys = np.arange(-ib, ib + 1e-6, step * 0.87)
         pts = []
         for row, y in enumerate(ys):
@@ -110,7 +110,7 @@ class Structures:
             for x in xs:
                 x2, y2 = x + rng.uniform(-0.6, 0.6) * um, y + rng.uniform(-0.6, 0.6) * um
                 inside = (ia == 0 or (x2 / max(ia, 1)) ** 2 + (y2 / max(ib, 1)) ** 2 <= 1.0)
-                if inside and rng.random() < 0.85:
+                if inside and rng.random() < 0.92:
                     pts.append((x2, y2))
         if not pts:
             pts = [(0.0, 0.0)]

@@ -186,8 +186,9 @@ class Renderer:
             bnd = np.clip(band.reshape(shape4), 0, 1)
             if lumen is not None:
                 bnd *= 1 - lum
-            e += bnd * (0.3 + 0.05 * mottle)
-            hx += bnd * 0.05
+            # goblet-cell mucin: pale blue-grey, unlike the pink stroma around glands
+            e = e * (1 - bnd) + bnd * (0.1 + 0.03 * mottle)
+            hx = hx * (1 - bnd) + bnd * (0.1 + 0.03 * mottle)
         layers = render_cells(model.cells, model.reach, y0, x0, h, w, tex.cells)
         cyto = layers.cyto_alpha.reshape(shape4)
         e = e * (1 - cyto) + layers.cyto_e.reshape(shape4)
