@@ -1,4 +1,4 @@
-"""Annotations and their terms in the sandbox database (`SandboxDB` = `CoreDB` + these).
+"""Annotations and their terms: `SandboxDB` = `CoreDB` + `ImageDB` + these.
 
 As on the real server, changing an annotation's terms does not touch its ``updated``
 time (terms are separate ``AnnotationTerm`` objects); editing its geometry does. Importers
@@ -15,14 +15,8 @@ from typing import Any
 import shapely
 from shapely.errors import ShapelyError
 
-from histocurate.cytomine.sandbox.db import (
-    PKG,
-    BadRequest,
-    CoreDB,
-    NotFound,
-    _ms,
-    now_ms,
-)
+from histocurate.cytomine.sandbox.db import PKG, BadRequest, NotFound, _ms, now_ms
+from histocurate.cytomine.sandbox.images import ImageDB
 
 _FLAG_TRUE = {"true", "1", "yes"}
 
@@ -53,7 +47,7 @@ def canonical_wkt(location: Any) -> str:
     return str(shapely.to_wkt(geom, rounding_precision=-1, trim=True))
 
 
-class SandboxDB(CoreDB):
+class SandboxDB(ImageDB):
     """The whole sandbox database."""
 
     def _terms_of(self, ids: Sequence[int]) -> dict[int, list[sqlite3.Row]]:
