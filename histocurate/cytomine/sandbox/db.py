@@ -96,6 +96,8 @@ class CoreDB:
             "PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA foreign_keys=OFF"
         )
         self.conn.executescript(_SCHEMA)
+        if self.path != ":memory:":
+            Path(self.path).chmod(0o600)  # it holds every user's private key
         if self.conn.execute("SELECT COUNT(*) FROM seq").fetchone()[0] == 0:
             self.conn.execute("INSERT INTO seq (v) VALUES (1000)")
 
