@@ -137,10 +137,12 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="10 slides of 20k x 20k px")
     parser.add_argument("--features", action="store_true", help="rare-type learnability check")
     parser.add_argument("--big-slide", action="store_true", help="write a 100k x 80k slide")
-    parser.add_argument("--slides", type=int, default=2, help="slides per indication")
+    parser.add_argument("--slides", type=int, default=None, help="slides per indication")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: temp)")
     args = parser.parse_args()
+    args.slides_given = args.slides is not None
+    args.slides = args.slides or 2
     out = args.out or Path(tempfile.mkdtemp(prefix="histocurate-synth-bench-"))
     if args.big_slide:
         from histocurate.synth import write_benchmark_slide
@@ -154,7 +156,8 @@ def main() -> None:
         print(f"{'file MB':<26}{path.stat().st_size / 1e6:>16.0f}")
         return
     if args.large:
-        records = time_cohort(out, slides=5, size=20_000, indications=["LUAD", "COAD"],
+        records = time_cohort(out, slides=args.slides if args.slides_given else 5, size=20_000,
+                              indications=["LUAD", "COAD"],
                               workers=args.workers)  # fmt: skip
     else:
         records = time_cohort(out, slides=args.slides, size=4096, indications=INDICATIONS,

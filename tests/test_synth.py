@@ -78,7 +78,9 @@ def test_truth_table_is_valid(cohort: list[SyntheticSlide]) -> None:
         assert (shapely.get_type_id(polys) == 3).all()  # Polygon
         centroids = shapely.get_coordinates(shapely.centroid(polys))
         np.testing.assert_allclose(centroids, rows[["x", "y"]].to_numpy(), atol=1e-6)
-        assert rows["x"].between(0, record.width).all() and rows["y"].between(0, record.height).all()
+        assert (
+            rows["x"].between(0, record.width).all() and rows["y"].between(0, record.height).all()
+        )
 
 
 def test_polygons_cover_dark_pixels(cohort: list[SyntheticSlide]) -> None:

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy: the benchmark writer is rarely needed
+def __getattr__(name: str):
     if name == "write_benchmark_slide":
         from histocurate.synth.benchmark_slide import write_benchmark_slide
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -54,7 +55,11 @@ def _pool(seed: int, mpp: float, levels: int) -> tuple[list[list[U8]], Stain]:
     model.tissue[:] = 1000.0  # all tissue
     block = Renderer(model).region(512, 512, size, size)
     pools: list[list[U8]] = []
-    base = [block[y : y + TILE, x : x + TILE] for y in range(0, size, TILE) for x in range(0, size, TILE)]
+    base = [
+        block[y : y + TILE, x : x + TILE]
+        for y in range(0, size, TILE)
+        for x in range(0, size, TILE)
+    ]
     pools.append([v for t in base[:4] for v in _variants(t)])
     current = block
     for _ in range(1, levels):
@@ -104,7 +109,7 @@ def write_benchmark_slide(
                     mixed = pools[level][pick] * alpha + blank_tile * (1 - alpha)
                     yield _encode(mixed.astype(np.uint8), quality)
 
-    options = {"photometric": "rgb", "compression": "jpeg", "tile": (TILE, TILE),
+    options: dict[str, Any] = {"photometric": "rgb", "compression": "jpeg", "tile": (TILE, TILE),
                "metadata": None, "dtype": np.uint8}  # fmt: skip
     desc = aperio_description(width_px, height_px, mpp=mpp, tile=TILE, quality=quality,
                               name=path.stem)  # fmt: skip

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,9 @@ def slide_seed(seed: int, indication: str, index: int) -> int:
     return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-_OFFSETS = {name: i for i, name in enumerate(("LUAD", "LUSC", "COAD", "MESO", "BLCA", "PAAD", "OV", "BRCA"))}
+_OFFSETS = {
+    name: i for i, name in enumerate(("LUAD", "LUSC", "COAD", "MESO", "BLCA", "PAAD", "OV", "BRCA"))
+}
 
 
 def cohort_of(indication: str, index: int) -> str:
@@ -95,7 +98,9 @@ def _sidecar(out_dir: Path, slide_id: str) -> Path:
     return out_dir / "slides" / f"{slide_id}.json"
 
 
-def _settings(width: int, height: int, mpp: float, seed: int, indication: str, cohort: str) -> dict:
+def _settings(
+    width: int, height: int, mpp: float, seed: int, indication: str, cohort: str
+) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION, "width": width, "height": height, "mpp": mpp, "seed": seed,
         "indication": indication, "cohort": cohort,
@@ -112,7 +117,7 @@ def _write_sidecar(record: SyntheticSlide) -> None:
     atomic_write_text(_sidecar(record.path.parent.parent, record.slide_id), text)
 
 
-def _existing(out_dir: Path, slide_id: str, settings: dict) -> SyntheticSlide | None:
+def _existing(out_dir: Path, slide_id: str, settings: dict[str, Any]) -> SyntheticSlide | None:
     sidecar = _sidecar(out_dir, slide_id)
     tiff = out_dir / "slides" / f"{slide_id}.tiff"
     truth = partition_path(out_dir / "truth.parquet", slide_id)
@@ -149,13 +154,13 @@ def generate_cohort(
     order they finish). ``workers`` > 1 renders slides in that many processes.
     """
     out_dir = Path(out_dir)
-    plan: list[tuple[str, dict]] = []
+    plan: list[tuple[str, dict[str, Any]]] = []
     for indication in indications:
         for index in range(slides_per_indication):
             slide_id = f"{indication}-{index:03d}"
             cohort = cohort_of(indication, index)
             sseed = slide_seed(seed, indication, index)
-            job = {
+            job: dict[str, Any] = {
                 "slide_id": slide_id, "indication": indication, "cohort": cohort,
                 "width_px": width_px, "height_px": height_px, "mpp": mpp, "seed": sseed,
             }  # fmt: skip

@@ -21,6 +21,7 @@ from histocurate.synth.placement import Structures, lattice_cells, prune, struct
 from histocurate.synth.profiles import ZONE_SPECS, ZONES, Profile, Stain, profile_for, stain_for
 
 F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
 COARSE = 32
 FINE = 8
 
@@ -54,7 +55,7 @@ def _grid(height: int, width: int, cell: int) -> tuple[NDArray[np.float64], NDAr
     return np.meshgrid(ys, xs, indexing="ij")
 
 
-def _tissue(rng: np.random.Generator, yy: F32, xx: F32, width: int, height: int, mpp: float) -> F32:
+def _tissue(rng: np.random.Generator, yy: F64, xx: F64, width: int, height: int, mpp: float) -> F32:
     """A few irregular tissue pieces with holes; about 45-70% of the slide."""
     field = np.full(yy.shape, -2.0)
     pieces = [(0.25, 0.45)] * int(rng.integers(1, 4)) + [(0.06, 0.14)] * int(rng.integers(0, 3))
@@ -79,15 +80,20 @@ def _tissue(rng: np.random.Generator, yy: F32, xx: F32, width: int, height: int,
 
 
 def _bumps(
-    rng: np.random.Generator, weight: F32, count: int, yy: F32, xx: F32, radius_px: tuple[float, float]
-) -> tuple[F32, NDArray[np.float64]]:
+    rng: np.random.Generator,
+    weight: F32,
+    count: int,
+    yy: F64,
+    xx: F64,
+    radius_px: tuple[float, float],
+) -> tuple[F32, F64]:
     """Gaussian hotspots centred on coarse cells drawn with probability ~ ``weight``."""
-    out = np.zeros(weight.shape, np.float32)
+    out: F32 = np.zeros(weight.shape, np.float32)
     total = weight.sum()
     if count <= 0 or total <= 0:
-        return out, np.zeros((0, 2))
+        return out, np.zeros((0, 2), np.float64)
     picks = rng.choice(weight.size, size=count, p=(weight / total).ravel())
-    centres = np.stack([yy.ravel()[picks], xx.ravel()[picks]], 1)
+    centres: F64 = np.stack([yy.ravel()[picks], xx.ravel()[picks]], 1)
     centres += rng.uniform(-COARSE / 2, COARSE / 2, centres.shape)
     for cy, cx in centres:
         rad = rng.uniform(*radius_px)
@@ -97,7 +103,7 @@ def _bumps(
 
 
 def _zones(
-    rng: np.random.Generator, prof: Profile, tissue: F32, yy: F32, xx: F32, mpp: float
+    rng: np.random.Generator, prof: Profile, tissue: F32, yy: F64, xx: F64, mpp: float
 ) -> tuple[F32, F32, F32, float]:
     inside = tissue > 0
     cells_per_100um = 100 / (COARSE * mpp)

@@ -171,14 +171,15 @@ def _pad_parts(table: CellTable, parts: int) -> CellTable:
     n = len(table)
     table.part_dx = np.concatenate([table.part_dx, np.zeros((n, missing), np.float32)], 1)
     table.part_dy = np.concatenate([table.part_dy, np.zeros((n, missing), np.float32)], 1)
-    table.part_r = np.concatenate(
-        [table.part_r, np.zeros((n, missing, N_ANGLES), np.float32)], 1
-    )
+    table.part_r = np.concatenate([table.part_r, np.zeros((n, missing, N_ANGLES), np.float32)], 1)
     return table
 
 
 def _outline(
-    rng: np.random.Generator, style: Style, a: NDArray[np.float64], b: NDArray[np.float64],
+    rng: np.random.Generator,
+    style: Style,
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
     angle: NDArray[np.float64],
 ) -> NDArray[np.float32]:
     """Radius table (n, N_ANGLES) of outlines with semi-axes a, b (px) rotated by angle."""

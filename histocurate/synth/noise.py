@@ -15,7 +15,9 @@ from scipy import ndimage
 F32 = NDArray[np.float32]
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> F32:
+def smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, ...], sigma: float | tuple[float, float]
+) -> F32:
     """Gaussian-filtered white noise, zero mean and unit standard deviation."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="reflect")
     field -= field.mean()
@@ -79,7 +81,9 @@ def sample_block(field: F32, cell: float, y0: int, x0: int, h: int, w: int) -> F
     return np.asarray(wy @ sub @ wx.T, dtype=np.float32)
 
 
-def sample_scaled(field: F32, cell: float, y0: float, x0: float, h: int, w: int, step: float) -> F32:
+def sample_scaled(
+    field: F32, cell: float, y0: float, x0: float, h: int, w: int, step: float
+) -> F32:
     """Like `sample_block` for a block whose pixels are ``step`` level-0 pixels wide."""
     wy, fy, ny = _weights(h, (y0 + 0.5 * step) / cell - 0.5, step / cell, field.shape[0])
     wx, fx, nx = _weights(w, (x0 + 0.5 * step) / cell - 0.5, step / cell, field.shape[1])
@@ -87,9 +91,7 @@ def sample_scaled(field: F32, cell: float, y0: float, x0: float, h: int, w: int,
     return np.asarray(wy @ sub @ wx.T, dtype=np.float32)
 
 
-def sample_stack(
-    stack: F32, cell: float, y0: float, x0: float, h: int, w: int, step: float
-) -> F32:
+def sample_stack(stack: F32, cell: float, y0: float, x0: float, h: int, w: int, step: float) -> F32:
     """`sample_scaled` for a stack of fields (F, rows, cols) at once: (F, h, w)."""
     wy, fy, ny = _weights(h, (y0 + 0.5 * step) / cell - 0.5, step / cell, stack.shape[1])
     wx, fx, nx = _weights(w, (x0 + 0.5 * step) / cell - 0.5, step / cell, stack.shape[2])

@@ -109,7 +109,7 @@ class Structures:
             xs = np.arange(-ia, ia + 1e-6, step) + (step / 2 if row % 2 else 0)
             for x in xs:
                 x2, y2 = x + rng.uniform(-0.6, 0.6) * um, y + rng.uniform(-0.6, 0.6) * um
-                inside = (ia == 0 or (x2 / max(ia, 1)) ** 2 + (y2 / max(ib, 1)) ** 2 <= 1.0)
+                inside = ia == 0 or (x2 / max(ia, 1)) ** 2 + (y2 / max(ib, 1)) ** 2 <= 1.0
                 if inside and rng.random() < 0.92:
                     pts.append((x2, y2))
         if not pts:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -94,7 +95,7 @@ def write_pyramid(
             for c in range(cols):
                 yield padded[:, c * tile : (c + 1) * tile]
 
-    options = {
+    options: dict[str, Any] = {
         "photometric": "rgb",
         "compression": "jpeg",
         "compressionargs": {"level": quality},

@@ -99,25 +99,29 @@ def truth_in_tiles(truth: pd.DataFrame, tiles: pd.DataFrame) -> pd.DataFrame:
         order = np.argsort(nuclei["x"].to_numpy(), kind="stable")
         nuclei = nuclei.iloc[order]
         nx, ny = nuclei["x"].to_numpy(), nuclei["y"].to_numpy()
-        for tile in slide_tiles.itertuples(index=False):
-            lo, hi = np.searchsorted(nx, [tile.x, tile.x + tile.size_level0], side="left")
+        tx = slide_tiles["x"].to_numpy(np.float64)
+        ty = slide_tiles["y"].to_numpy(np.float64)
+        size = slide_tiles["size_level0"].to_numpy(np.float64)
+        scales = slide_tiles["tile_px"].to_numpy(np.float64) / size
+        tile_ids = slide_tiles["tile_id"].to_numpy()
+        for k in range(len(slide_tiles)):
+            lo, hi = np.searchsorted(nx, [tx[k], tx[k] + size[k]], side="left")
             sel = np.arange(lo, hi)
-            sel = sel[(ny[sel] >= tile.y) & (ny[sel] < tile.y + tile.size_level0)]
+            sel = sel[(ny[sel] >= ty[k]) & (ny[sel] < ty[k] + size[k])]
             if not len(sel):
                 continue
             chosen = nuclei.iloc[sel]
-            scale = float(tile.tile_px) / float(tile.size_level0)
-            origin = np.array([tile.x, tile.y], dtype=np.float64)
+            scale, origin = float(scales[k]), np.array([tx[k], ty[k]])
             geoms = shapely.from_wkb(chosen["polygon"].to_numpy())
             geoms = shapely.transform(geoms, lambda c, o=origin, s=scale: (c - o) * s)
             frames.append(
                 pd.DataFrame(
                     {
-                        "tile_id": tile.tile_id,
+                        "tile_id": tile_ids[k],
                         "slide_id": slide_id,
                         "nucleus_id": chosen["nucleus_id"].to_numpy(),
-                        "x": (chosen["x"].to_numpy() - tile.x) * scale,
-                        "y": (chosen["y"].to_numpy() - tile.y) * scale,
+                        "x": (nx[sel] - tx[k]) * scale,
+                        "y": (ny[sel] - ty[k]) * scale,
                         "label": chosen["label"].to_numpy(),
                         "polygon": shapely.to_wkb(geoms),
                     }
