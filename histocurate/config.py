@@ -158,6 +158,7 @@ class SelectionConfig(Section):
     )
     ensemble_members: int = Field(5, ge=2, description="Members of each final presence model.")
     epochs: int = Field(20, ge=1, description="Training epochs of each MLP.")
+    learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate of the MLPs.")
     outer_folds: int = Field(3, ge=2, description="Outer folds of the nested CV (assessment).")
     inner_folds: int = Field(3, ge=2, description="Inner folds of the nested CV (model choice).")
     prob_threshold: float = Field(

@@ -64,7 +64,7 @@ class FitParams:
 
     epochs: int = 20
     batch_size: int = 256
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     alpha: float = 1e-4
     members: int = 5
 

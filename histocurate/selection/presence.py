@@ -55,7 +55,10 @@ def make_candidates(
 
 
 def presence_labels(
-    annotations: pd.DataFrame, types: Sequence[str], *, tile_ids: Sequence[str] | None = None
+    annotations: pd.DataFrame,
+    types: Sequence[str],
+    *,
+    tile_ids: Sequence[str] | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Tile-level presence labels: one row per tile, one bool column per type.
 
@@ -94,7 +97,7 @@ class PresenceMLP(ClassifierMixin, BaseEstimator):
         bootstrap: bool = True,
         epochs: int = 20,
         batch_size: int = 256,
-        learning_rate: float = 1e-3,
+        learning_rate: float = 3e-3,
         alpha: float = 1e-4,
         n_threads: int = 1,
         random_state: int = 0,

@@ -14,13 +14,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from data_schema.features import features_schema
 from histocurate.errors import UserInputError
-from histocurate.io.tables import check_arrow_schema, partition_path
 from histocurate.workspace import Workspace
 
 
@@ -87,45 +82,22 @@ class ArrayFeatures:
         return align(slide_id, {e: found[e] for e in self.encoders})
 
 
-def read_slide_features(
-    folder: Path, slide_id: str, *, encoder: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """(tile ids, float32 matrix) of one slide from a ``features/<encoder>/`` folder."""
-    path = partition_path(folder, slide_id)
-    if not path.exists():
-        raise UserInputError(
-            f"{path}: no {encoder!r} features for slide {slide_id}; "
-            f"run `histocurate embed --encoder {encoder}` first"
-        )
-    found = pq.read_schema(path)
-    kind = found.field("features").type if "features" in found.names else None
-    dim = kind.list_size if isinstance(kind, pa.FixedSizeListType) else 1
-    check_arrow_schema(found, features_schema(dim), origin=str(path))
-    table = pq.read_table(path)
-    encoders = pc.unique(table["encoder"]).to_pylist()
-    if len(encoders) > 1 or (encoders and encoders[0] != encoder):
-        raise UserInputError(
-            f"{path}: rows were made by encoder(s) {sorted(map(str, encoders))}, expected only "
-            f"{encoder!r}; re-run `histocurate embed --encoder {encoder}` for slide {slide_id}"
-        )
-    flat = pc.list_flatten(table["features"].combine_chunks()).to_numpy(zero_copy_only=False)
-    ids = table["tile_id"].to_numpy(zero_copy_only=False).astype(str)
-    return ids, np.asarray(flat, dtype=np.float32).reshape(len(ids), dim)
-
-
 @dataclass
 class WorkspaceFeatures:
-    """Features written by `histocurate embed` in a workspace."""
+    """Features written by `histocurate embed` (read with `histocurate.features.load_features`)."""
 
     root: Path
     encoders: tuple[str, ...]
 
     def load(self, slide_id: str) -> SlideFeatures:
+        from histocurate.features import load_features
+
         ws = Workspace(self.root)
-        return align(
-            slide_id,
-            {e: read_slide_features(ws.features(e), slide_id, encoder=e) for e in self.encoders},
-        )
+        per_encoder = {}
+        for encoder in self.encoders:
+            matrix = load_features(ws, encoder, slide_ids=[slide_id])
+            per_encoder[encoder] = (np.asarray(matrix.tile_ids).astype(str), matrix.values)
+        return align(slide_id, per_encoder)
 
 
 def encoders_with_features(workspace: Workspace, slide_ids: Sequence[str]) -> list[str]:

@@ -189,7 +189,9 @@ def fit_presence(
         notes.append(
             f"one encoder only ({encoders[0]}): {len(candidates)} candidates per type instead of 12"
         )
-    params = FitParams(epochs=config.epochs, members=config.ensemble_members)
+    params = FitParams(
+        epochs=config.epochs, learning_rate=config.learning_rate, members=config.ensemble_members
+    )
     cv = choose_models(
         data,
         candidates,

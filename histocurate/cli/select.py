@@ -1,0 +1,98 @@
+"""`histocurate select`: choose the tiles of an indication to annotate (three arms)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from histocurate.cli.base import (
+    PrefectOption,
+    WorkspaceOption,
+    app,
+    config_for,
+    console,
+    track,
+    use_prefect,
+)
+from histocurate.errors import UserInputError
+
+_ARMS = ("diversity", "rare", "uncertainty")
+
+
+def _split(
+    value: str | None, *, what: str, allowed: tuple[str, ...] | None = None
+) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if allowed is not None and v not in allowed]
+    if bad or not items:
+        raise UserInputError(
+            f"{what}: expected a comma-separated list of {', '.join(allowed or ())}; got {value!r}"
+        )
+    return items
+
+
+@app.command()
+def select(
+    indication: Annotated[str, typer.Option(help="Indication to select tiles from (e.g. LUAD).")],
+    workspace: WorkspaceOption = Path("."),
+    n_tiles: Annotated[
+        int | None, typer.Option(min=1, help="Tiles drawn from the diversity + rare pool (50).")
+    ] = None,
+    n_uncertain: Annotated[
+        int | None, typer.Option(min=0, help="Tiles drawn from the uncertainty pool (50).")
+    ] = None,
+    arms: Annotated[
+        str | None, typer.Option(help="Arms to run, comma-separated: diversity,rare,uncertainty.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of every random choice (0).")] = None,
+    encoders: Annotated[
+        str | None,
+        typer.Option(help="Feature sets, comma-separated (first drives K-means). Default: found."),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Annotations (Parquet/CSV: tile_id, label) for the presence models."),
+    ] = None,
+    prefect: PrefectOption = None,
+) -> None:
+    """Select tiles for annotation: diversity, rare-cell enrichment and uncertainty arms.
+
+    Writes selection.parquet/<indication>.parquet and reports/select/<indication>/ (report.md,
+    CSV tables, mosaic.png), and prints the report.
+    """
+    section: dict[str, Any] = {
+        "n_tiles": n_tiles,
+        "n_uncertain": n_uncertain,
+        "arms": _split(arms, what="--arms", allowed=_ARMS),
+        "seed": seed,
+        "encoders": _split(encoders, what="--encoders"),
+        "labels": str(labels.expanduser().resolve()) if labels else None,
+    }
+    overrides = {"selection": {k: v for k, v in section.items() if v is not None}}
+    config = config_for(workspace, overrides)
+    if use_prefect(prefect):
+        from flows.select import select_flow
+
+        out = select_flow(str(config.workspace), indication=indication, overrides=overrides)
+        markdown, paths = out["markdown"], out["paths"]
+    else:
+        from histocurate.selection.report import render_markdown
+        from histocurate.selection.run import select_indication
+
+        result, written = select_indication(config, indication, mapper=_progress_map)
+        markdown, paths = render_markdown(result), {k: str(v) for k, v in written.items()}
+    # the report text exactly as in report.md and the Prefect artifact
+    console.print(markdown, markup=False, highlight=False, soft_wrap=True)
+    for name in ("selection", "report", "mosaic"):
+        if name in paths:
+            console.print(f"{name + ':':10} {paths[name]}", markup=False, soft_wrap=True)
+
+
+def _progress_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    items = list(items)
+    return [fn(i) for i in track(items, total=len(items), description="slides")]

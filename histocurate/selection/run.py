@@ -1,0 +1,183 @@
+"""`select_indication`: the selection stage on a workspace (read tables, run, write outputs).
+
+Inputs: the tiles table, the features of one or two encoders, and presence labels from the
+first of: the table named by ``[selection] labels``, the consensus, the imported points,
+the synthetic truth. Outputs: ``selection.parquet/<indication>.parquet`` and the report
+folder ``reports/select/<indication>/`` (report.md, CSV tables, mosaic.png).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_schema import SELECTION, TILES
+from histocurate.config import HistocurateConfig
+from histocurate.errors import UserInputError
+from histocurate.io import atomic_path, read_table, write_partition
+from histocurate.selection.pipeline import Mapper, SelectionResult, run_selection
+from histocurate.selection.presence import presence_labels
+from histocurate.selection.report import render_markdown, report_tables, selection_mosaic
+from histocurate.selection.sources import WorkspaceFeatures, encoders_with_features
+from histocurate.workspace import Workspace
+
+_PREFERRED = ("phikon", "h0-mini")  # drives K-means when present; builtin comes last
+
+
+@dataclass
+class SelectionInputs:
+    """Everything `run_selection` needs, read from a workspace."""
+
+    tiles: pd.DataFrame
+    slides: pd.DataFrame
+    encoders: list[str]
+    labels: pd.DataFrame | None
+    labels_source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def choose_encoders(found: list[str], wanted: list[str]) -> list[str]:
+    """The configured encoders, or the found ones (phikon first, builtin last), at most two."""
+    if wanted:
+        return wanted
+    rank = {name: i for i, name in enumerate(_PREFERRED)}
+    ordered = sorted(found, key=lambda e: (rank.get(e, len(rank)), e == "builtin", e))
+    return ordered[:2]
+
+
+def read_annotations(
+    workspace: Workspace, config: HistocurateConfig, tiles: pd.DataFrame
+) -> tuple[pd.DataFrame | None, np.ndarray | None, str]:
+    """(tile_id + label rows, the labelled tile ids or None for 'those in the rows', source)."""
+    path = config.selection.labels
+    if path is not None:
+        path = config.resolve(path)
+        if not path.exists():
+            raise UserInputError(f"[selection] labels: {path} does not exist")
+        frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        if not {"tile_id", "label"} <= set(frame.columns):
+            raise UserInputError(f"{path}: presence labels need columns tile_id and label")
+        return frame[["tile_id", "label"]], None, str(path)
+    from data_schema import ALL_SCHEMAS
+
+    for name, where in (("consensus", "consensus"), ("points", "points")):
+        table_path = getattr(workspace, where, None)
+        if isinstance(table_path, Path) and table_path.exists() and name in ALL_SCHEMAS:
+            frame = read_table(table_path, ALL_SCHEMAS[name], columns=["tile_id", "label"])
+            if len(frame):
+                return frame.dropna(subset=["label"]), None, str(table_path)
+    if workspace.truth.exists():
+        from data_schema import TRUTH
+        from histocurate.synth import truth_in_tiles
+
+        truth = read_table(
+            workspace.truth, TRUTH, columns=["slide_id", "x", "y", "label", "polygon"]
+        )
+        covered = tiles[tiles["slide_id"].isin(set(truth["slide_id"]))]
+        frame = truth_in_tiles(truth.assign(nucleus_id=0), covered)
+        return (
+            frame[["tile_id", "label"]],
+            covered["tile_id"].to_numpy(),
+            f"{workspace.truth} (synthetic truth)",
+        )
+    return None, None, "none"
+
+
+def gather_inputs(config: HistocurateConfig, indication: str) -> SelectionInputs:
+    """Read the tiles, find encoders and labels for ``indication``."""
+    ws = Workspace.of(config)
+    tiles = read_table(ws.tiles, TILES)
+    if tiles.empty:
+        raise UserInputError(f"{ws.tiles}: no tiles; run `histocurate tile` first")
+    wanted = tiles.loc[tiles["indication"] == indication, "slide_id"].unique().tolist()
+    if not wanted:
+        known = sorted(tiles["indication"].unique())
+        raise UserInputError(
+            f"no slide of indication {indication!r} in {ws.tiles} (indications "
+            f"there: {', '.join(known)})"
+        )
+    encoders = choose_encoders(encoders_with_features(ws, wanted), list(config.selection.encoders))
+    if not encoders:
+        raise UserInputError(
+            f"no features for the slides of {indication} under {ws.root / 'features'}; "
+            "run `histocurate embed` first"
+        )
+    notes = []
+    with_features = set.intersection(
+        *({p.stem for p in ws.features(e).glob("*.parquet")} for e in encoders)
+    )
+    missing = [s for s in wanted if s not in with_features]
+    if len(missing) == len(wanted):
+        raise UserInputError(
+            f"no slide of {indication} has features of {encoders}; run `histocurate "
+            f"embed --encoder {encoders[0]}`"
+        )
+    if missing:
+        notes.append(
+            f"{len(missing)} slide(s) of {indication} have no features of {encoders} and are "
+            f"left out (first: {missing[0]})"
+        )
+    tiles = tiles[tiles["slide_id"].isin(with_features)]
+    annotations, labelled_ids, source = read_annotations(ws, config, tiles)
+    labels = None
+    if annotations is not None:
+        table = presence_labels(annotations, config.selection.rare_types, tile_ids=labelled_ids)
+        slide_of = tiles.set_index("tile_id")["slide_id"]
+        table = table[table.index.isin(slide_of.index)]
+        labels = table.reset_index().assign(
+            slide_id=lambda f: f["tile_id"].map(slide_of).astype(str)
+        )
+    slides = (
+        tiles.groupby("slide_id")
+        .agg(
+            cohort=("cohort", "first"),
+            indication=("indication", "first"),
+            n_tiles=("tile_id", "size"),
+        )
+        .reset_index()
+    )
+    return SelectionInputs(tiles, slides, encoders, labels, source, notes)
+
+
+def select_indication(
+    config: HistocurateConfig, indication: str, *, mapper: Mapper = map
+) -> tuple[SelectionResult, dict[str, Path]]:
+    """Run the selection of ``indication`` on the workspace and write its outputs."""
+    inputs = gather_inputs(config, indication)
+    ws = Workspace.of(config)
+    source = WorkspaceFeatures(ws.root, tuple(inputs.encoders))
+    result = run_selection(
+        indication, inputs.slides, source, inputs.labels, config=config.selection, mapper=mapper
+    )
+    result.notes[:0] = [*inputs.notes, f"presence labels: {inputs.labels_source}"]
+    return result, write_outputs(ws, result, inputs.tiles, mosaic=config.selection.mosaic)
+
+
+def write_outputs(
+    ws: Workspace, result: SelectionResult, tiles: pd.DataFrame, *, mosaic: bool
+) -> dict[str, Path]:
+    """Write the selection partition and the report folder; return the paths by name."""
+    paths = {
+        "selection": write_partition(result.selection, ws.selection, result.indication, SELECTION)
+    }
+    folder = ws.reports / "select" / result.indication
+    folder.mkdir(parents=True, exist_ok=True)
+    if mosaic and len(result.selection):
+        from PIL import Image
+
+        image, notes = selection_mosaic(result.selection, tiles)
+        result.notes.extend(notes)
+        with atomic_path(folder / "mosaic.png") as tmp:
+            Image.fromarray(image).save(tmp, format="PNG")
+        paths["mosaic"] = folder / "mosaic.png"
+    for name, frame in report_tables(result).items():
+        with atomic_path(folder / f"{name}.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+        paths[name] = folder / f"{name}.csv"
+    with atomic_path(folder / "report.md") as tmp:
+        Path(tmp).write_text(render_markdown(result), encoding="utf-8")
+    paths["report"] = folder / "report.md"
+    return paths

@@ -1,0 +1,40 @@
+"""The select flow under Prefect: same selection as the plain run, report artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data_schema import SELECTION
+from histocurate.config import load_config
+from histocurate.io import read_table
+from histocurate.selection.run import select_indication
+from histocurate.workspace import Workspace
+from tests.test_selection_pipeline import workspace  # noqa: F401  (fixture)
+
+
+@pytest.mark.prefect
+def test_select_flow_matches_plain_run(workspace: Path, prefect_harness: None) -> None:  # noqa: F811
+    from prefect.client.orchestration import get_client
+
+    from flows.select import select_flow
+
+    out = select_flow(str(workspace), indication="LUAD")
+    assert "# Selection: LUAD" in out["markdown"]
+    flow_sel = read_table(Workspace(workspace).selection, SELECTION)
+    plain, _ = select_indication(load_config(workspace), "LUAD")
+    pd.testing.assert_frame_equal(
+        flow_sel.reset_index(drop=True), read_table(Workspace(workspace).selection, SELECTION)
+    )
+    assert list(flow_sel["tile_id"]) == list(plain.selection["tile_id"])
+
+    async def keys() -> set[str]:
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts() if a.key}
+
+    import asyncio
+
+    found = asyncio.run(keys())
+    assert {"select-luad-report", "select-luad-arms", "select-luad-mosaic"} <= found
