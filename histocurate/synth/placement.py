@@ -134,7 +134,7 @@ class Structures:
             glands.append((gx, gy, a))
             ang = rng.uniform(0, np.pi)
             self._stamp(self.lumen, gx, gy, a, b, ang, fine)
-            self._stamp(self.band, gx, gy, a, b, ang, fine, band=14 * um)
+            self._stamp(self.band, gx, gy, a, b, ang, fine, band=18 * um)
             self._ring("epithelial_cell", gx, gy, a + 9 * um, b + 9 * um, ang, 6.3 * um, True, rng)
 
 

@@ -108,16 +108,16 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "LUAD": Profile(0.32, 0.2, 0.02, 0.15, glands_p=0.5, tumour_lumens=60, macro_p=0.8,
+    "LUAD": Profile(0.32, 0.2, 0.02, 0.15, glands_p=0.5, tumour_lumens=30, macro_p=0.8,
                     neut_p=0.4, eos_p=0.35),
     "LUSC": Profile(0.45, 0.12, 0.02, 0.5, neut_p=0.7, prolif_p=0.6, tumour_scale=1.1),
-    "COAD": Profile(0.33, 0.1, 0.12, 0.4, glands_p=0.9, tumour_lumens=80, neut_p=0.6,
+    "COAD": Profile(0.33, 0.1, 0.12, 0.4, glands_p=0.9, tumour_lumens=40, neut_p=0.6,
                     eos_p=0.45),
     "MESO": Profile(0.3, 0.06, 0.1, 0.15, vessels=10.0, macro_p=0.4, tumour_scale=0.95),
     "BLCA": Profile(0.4, 0.1, 0.16, 0.25, eos_p=0.75, prolif_p=0.55),
-    "PAAD": Profile(0.2, 0.06, 0.04, 0.2, glands_p=0.55, tumour_lumens=70, neut_p=0.5),
+    "PAAD": Profile(0.2, 0.06, 0.04, 0.2, glands_p=0.55, tumour_lumens=35, neut_p=0.5),
     "OV": Profile(0.45, 0.06, 0.03, 0.35, prolif_p=0.8, macro_p=0.45, tumour_scale=1.15),
-    "BRCA": Profile(0.35, 0.12, 0.02, 0.2, glands_p=0.6, tumour_lumens=30, prolif_p=0.6),
+    "BRCA": Profile(0.35, 0.12, 0.02, 0.2, glands_p=0.6, tumour_lumens=15, prolif_p=0.6),
 }  # fmt: skip
 DEFAULT_PROFILE = Profile(0.35, 0.1, 0.05, 0.25)
 

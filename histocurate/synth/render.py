@@ -187,8 +187,8 @@ class Renderer:
             if lumen is not None:
                 bnd *= 1 - lum
             # goblet-cell mucin: pale blue-grey, unlike the pink stroma around glands
-            e = e * (1 - bnd) + bnd * (0.1 + 0.03 * mottle)
-            hx = hx * (1 - bnd) + bnd * (0.1 + 0.03 * mottle)
+            e = e * (1 - bnd) + bnd * (0.08 + 0.03 * mottle)
+            hx = hx * (1 - bnd) + bnd * (0.16 + 0.04 * mottle)
         layers = render_cells(model.cells, model.reach, y0, x0, h, w, tex.cells)
         cyto = layers.cyto_alpha.reshape(shape4)
         e = e * (1 - cyto) + layers.cyto_e.reshape(shape4)
