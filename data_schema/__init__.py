@@ -11,6 +11,7 @@ from data_schema.evaluation import EVALUATION
 from data_schema.features import FEATURES, features_schema
 from data_schema.import_rejects import IMPORT_REJECTS
 from data_schema.instances import INSTANCES
+from data_schema.masks import MASKS
 from data_schema.points import POINTS
 from data_schema.selection import SELECTION
 from data_schema.slides import SLIDES
@@ -27,6 +28,7 @@ ALL_SCHEMAS: dict[str, TableSchema] = {
         FEATURES,
         IMPORT_REJECTS,
         INSTANCES,
+        MASKS,
         POINTS,
         SELECTION,
         SLIDES,
@@ -44,6 +46,7 @@ __all__ = [
     "FEATURES",
     "IMPORT_REJECTS",
     "INSTANCES",
+    "MASKS",
     "POINTS",
     "SELECTION",
     "SLIDES",

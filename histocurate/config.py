@@ -177,6 +177,26 @@ class SelectionConfig(Section):
     seed: int = Field(0, description="Seed of every random choice of the selection.")
 
 
+class SegmentConfig(Section):
+    """Clicks to nucleus masks (`histocurate segment`)."""
+
+    segmenter: Literal["auto", "nuclick", "watershed"] = Field(
+        "auto",
+        description="'nuclick' (needs checkpoint), 'watershed' (classical, no weights), or "
+        "'auto': nuclick when a checkpoint is set, else watershed.",
+    )
+    checkpoint: Path | None = Field(
+        None, description="NuClick weights (ours or the public PyTorch layout), workspace-relative."
+    )
+    device: str = Field("auto", description="Torch device for NuClick ('auto': cuda if present).")
+    batch_size: int = Field(64, ge=1, description="NuClick patches per forward pass.")
+    threshold: float = Field(0.5, gt=0, lt=1, description="NuClick probability threshold.")
+    tiles_per_batch: int = Field(
+        16, ge=1, description="Tiles whose clicks share NuClick batches (and one Prefect task)."
+    )
+    overlays: int = Field(12, ge=0, description="Overlay PNGs for at most this many tiles.")
+
+
 class ConsensusConfig(Section):
     """Multi-annotator consensus (`histocurate consensus`)."""
 
@@ -250,6 +270,7 @@ class HistocurateConfig(Section):
     synth: SynthConfig = Field(default_factory=SynthConfig)  # type: ignore[arg-type]
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)  # type: ignore[arg-type]
     selection: SelectionConfig = Field(default_factory=SelectionConfig)  # type: ignore[arg-type]
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)  # type: ignore[arg-type]
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)  # type: ignore[arg-type]
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)  # type: ignore[arg-type]
     cytomine: CytomineConfig = Field(default_factory=CytomineConfig)  # type: ignore[arg-type]

@@ -74,6 +74,11 @@ class Workspace:
         return self.root / "import_rejects.parquet"
 
     @property
+    def masks(self) -> Path:
+        """Nucleus mask of every click (table ``masks``, one file per tile)."""
+        return self.root / "masks.parquet"
+
+    @property
     def consensus(self) -> Path:
         """Consensus nuclei of the campaign (table ``consensus``, one file)."""
         return self.root / "consensus.parquet"
