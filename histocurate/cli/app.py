@@ -14,6 +14,7 @@ from histocurate.cli import (  # noqa: F401  (each module registers its commands
     embed,
     evaluate,
     init,
+    segment,
     select,
     synth,
     tile,
