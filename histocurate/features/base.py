@@ -33,19 +33,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def resize_tile(tile: np.ndarray, size: int) -> np.ndarray:
     """Resize an RGB ``uint8`` tile to ``size`` x ``size`` (anti-aliased when shrinking).
 
-    Halving (448 px at 40x to 224 px) is the common case and is a plain 2x2 mean, exact
-    and about 5x faster than a general resampler.
+    Halving (448 px at 40x to 224 px) is the common case: an exact 2x2 mean (Pillow's
+    ``reduce``), about 0.5 ms, where a general resampler takes several.
     """
     if tile.ndim != 3 or tile.shape[2] != 3 or tile.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 tile (H, W, 3), got {tile.dtype} {tile.shape}")
     height, width = tile.shape[:2]
     if height == width == size:
         return tile
+    image = Image.fromarray(np.ascontiguousarray(tile))
     if height == width == 2 * size:
-        quad = tile.reshape(size, 2, size, 2, 3).astype(np.uint16).sum(axis=(1, 3))
-        return ((quad + 2) // 4).astype(np.uint8)
-    image = Image.fromarray(tile).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image)
+        return np.asarray(image.reduce(2))
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
 
 
 @dataclass(frozen=True, slots=True)
