@@ -8,7 +8,8 @@ outside every component falls back to a small disc and is flagged.
 Overlaps between neighbouring nuclei are resolved by score, never by write order: each
 pixel goes to the instance with the highest probability there (a fallback disc scores
 just below the threshold, so a real mask wins over it); equal scores go to the nearer
-click, then to the lower index. Each instance then keeps the component under its click.
+click, then to the click with the smaller (row, column): the result does not depend on
+the order of the clicks. Each instance then keeps the component under its click.
 A click whose whole mask went to a neighbour marks the same nucleus (a double click): it
 shares that neighbour's instance and polygon.
 """
@@ -100,12 +101,14 @@ def resolve_overlaps(
 
     ``patches[i]`` is None for a click that shares another's instance (a duplicate).
     Independent of the order of the clicks: a pixel goes to the highest score, then the
-    nearest click, then the lowest index.
+    nearest click, then the click with the smaller (row, column).
     """
     height, width = shape
     labels = np.zeros(shape, dtype=np.int32)
     best = np.full(shape, -1.0, dtype=np.float32)
     best_dist = np.full(shape, np.inf, dtype=np.float32)
+    best_key = np.full(shape, np.iinfo(np.int64).max, dtype=np.int64)
+    keys = rc[:, 0].astype(np.int64) * (width + 1) + rc[:, 1]
     for i, patch in enumerate(patches):
         if patch is None:
             continue
@@ -116,15 +119,16 @@ def resolve_overlaps(
         rows, cols = rows[ok], cols[ok]
         score = patch.score[rows - r0, cols - c0]
         dist = np.hypot(rows - rc[i, 0], cols - rc[i, 1]).astype(np.float32)
-        held = labels[rows, cols]
+        near = best_dist[rows, cols]
         wins = (score > best[rows, cols]) | (
             (score == best[rows, cols])
-            & ((dist < best_dist[rows, cols]) | ((dist == best_dist[rows, cols]) & (held > i + 1)))
+            & ((dist < near) | ((dist == near) & (keys[i] < best_key[rows, cols])))
         )
         rows, cols = rows[wins], cols[wins]
         labels[rows, cols] = i + 1
         best[rows, cols] = score[wins]
         best_dist[rows, cols] = dist[wins]
+        best_key[rows, cols] = keys[i]
     return labels
 
 

@@ -57,6 +57,7 @@ class EpochRecord:
 class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_dice: float = -1.0
+    initial_dice: float = float("nan")  # before the first step (fresh runs)
     out_dir: Path | None = None
 
 
@@ -159,6 +160,11 @@ def train(
         val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
         pin_memory=pin,
     )
+    if start_epoch == 0:
+        result.initial_dice = evaluate(
+            model, val_loader, device, amp=config.amp, max_batches=config.val_batches
+        )
+        log(f"validation Dice before training: {result.initial_dice:.4f}")
     info = Checkpoint(width=config.width, mpp=config.mpp, patch_size=train_set.patch_size)
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()

@@ -114,7 +114,11 @@ def plan_segment(
             except SchemaError:
                 existing = pd.DataFrame()
             tile_points = points[points["tile_id"] == tile_id]
-            if _same_clicks(existing, tile_points, segmenter):
+            side = float(tiles.loc[tile_id, "tile_px"])
+            inside = tile_points["x"].between(0, side, inclusive="left") & tile_points[
+                "y"
+            ].between(0, side, inclusive="left")
+            if _same_clicks(existing, tile_points[inside], segmenter):
                 skipped.append(tile_id)
                 continue
         pending.append(tile_id)

@@ -1,0 +1,140 @@
+"""The segment stage: points.parquet -> masks.parquet, resumable, both segmenters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from scipy import ndimage as ndi
+
+from data_schema import MASKS, POINTS, TILES
+from histocurate.cli.app import main as cli_main
+from histocurate.config import load_config
+from histocurate.errors import UserInputError
+from histocurate.io import list_partitions, read_table, write_partition, write_table
+from histocurate.segment import make_segmenter, run_segment, segment_points
+from histocurate.workspace import Workspace, init_workspace
+from nuclick.model import Checkpoint, NuClick, save_model
+from nuclick.synthetic import toy_sample
+from tests.slide_files import write_slide
+
+SIZE = 128
+
+
+def _centroids(inst: np.ndarray) -> np.ndarray:
+    ids = np.arange(1, inst.max() + 1)
+    cents = np.asarray(ndi.center_of_mass(np.ones_like(inst), inst, ids))
+    return cents[:, ::-1] + 0.5  # (x, y), pixel-edge coordinates
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """Two tiles of a real slide (toy nuclei), clicks by two annotators, one click outside."""
+    rng = np.random.default_rng(0)
+    samples = [toy_sample(rng, size=SIZE, n_nuclei=8) for _ in range(2)]
+    slide = write_slide(tmp_path / "s1.tif", np.concatenate([s.image for s in samples], axis=1), levels=1)
+    root = tmp_path / "ws"
+    init_workspace(root, load_config(root, require_file=False, environ={}))
+    ws = Workspace(root)
+    tiles = pd.DataFrame(
+        {
+            "tile_id": [f"s1_x{k * SIZE}_y0" for k in range(2)], "slide_id": "s1",
+            "indication": "LUAD", "cohort": "c", "slide_path": str(slide),
+            "x": [0, SIZE], "y": 0, "size_level0": SIZE, "mpp": 0.25, "tile_mpp": 0.25,
+            "tile_px": SIZE, "read_level": 0, "read_size": SIZE, "resized": False,
+            "tissue_fraction": 1.0,
+        }
+    )
+    write_partition(tiles, ws.tiles, "s1", TILES)
+    rows, next_id = [], 1
+    for k, sample in enumerate(samples):
+        for annotator, jitter in (("alice", 0.0), ("bob", 1.5)):
+            for x, y in _centroids(sample.inst_map):
+                dx, dy = rng.uniform(-jitter, jitter, 2)
+                rows.append((next_id, tiles.tile_id[k], annotator, x + dx, y + dy))
+                next_id += 1
+    rows.append((next_id, tiles.tile_id[0], "bob", SIZE + 3.0, 10.0))  # outside its tile
+    points = pd.DataFrame(rows, columns=["annotation_id", "tile_id", "annotator", "x", "y"])
+    points["label"] = "lymphocyte"
+    points["term_ids"] = [[1]] * len(points)
+    points["updated_at"] = pd.Timestamp("2026-01-01", tz="UTC")
+    write_table(points, ws.points, POINTS)
+    return root, {t: s.inst_map for t, s in zip(tiles.tile_id, samples, strict=True)}
+
+
+def test_watershed_stage_writes_resumable_masks(workspace: tuple[Path, dict[str, np.ndarray]]) -> None:
+    root, truth = workspace
+    config = load_config(root, environ={})
+    run = run_segment(config)
+    ws = Workspace(root)
+    assert run.segmenter == "watershed" and sorted(run.tiles_done) == sorted(truth)
+    assert len(run.outside) == 1
+    masks = read_table(ws.masks, MASKS)
+    points = read_table(ws.points, POINTS)
+    assert len(masks) == len(points) - 1 and set(masks["segmenter"]) == {"watershed"}
+    assert (masks["area"] > 10).all()
+    # each annotator's masks cover the toy nuclei; the two annotators' masks overlap
+    for tile_id, inst in truth.items():
+        tile = masks[masks.tile_id == tile_id]
+        for annotator, group in tile.groupby("annotator"):
+            geoms = shapely.from_wkb(group["polygon"].to_numpy())
+            assert len(geoms) == inst.max()
+            assert shapely.union_all(geoms).area > 0.6 * (inst > 0).sum(), annotator
+    assert (root / "reports" / "segment" / "summary.json").is_file() and run.overlays
+    again = run_segment(config)
+    assert again.tiles_done == [] and sorted(again.tiles_skipped) == sorted(truth)
+    moved = points.copy()
+    first = moved.index[moved.tile_id == list(truth)[0]][0]
+    moved.loc[first, "x"] += 2
+    moved = moved[moved.tile_id == list(truth)[0]]  # the second tile loses all its clicks
+    write_table(moved, ws.points, POINTS)
+    third = run_segment(config)
+    assert third.tiles_done == [list(truth)[0]] and third.tiles_removed == [list(truth)[1]]
+    assert list_partitions(ws.masks) == [list(truth)[0]]
+
+
+def test_nuclick_stage_and_cli(workspace: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    root, truth = workspace
+    ckpt = tmp_path / "tiny.pt"
+    save_model(ckpt, NuClick(width=0.0625), Checkpoint(width=0.0625, patch_size=64))
+    code = cli_main(["segment", "-w", str(root), "--segmenter", "nuclick", "--checkpoint",
+                     str(ckpt), "--batch-size", "16", "--no-prefect"])
+    assert code == 0
+    masks = read_table(Workspace(root).masks, MASKS)
+    assert set(masks["segmenter"]) == {"nuclick"} and len(masks) == sum(2 * m.max() for m in truth.values())
+    # an untrained network gives anything; every click still has a polygon
+    assert shapely.from_wkb(masks["polygon"].to_numpy()).tolist() and (masks["area"] > 0).all()
+    assert cli_main(["segment", "-w", str(root), "--segmenter", "nuclick", "--no-prefect"]) == 2
+
+
+def test_make_segmenter_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="needs weights"):
+        make_segmenter("nuclick")
+    with pytest.raises(UserInputError, match="unknown segmenter"):
+        make_segmenter("cellpose")
+    state = NuClick(width=0.0625).state_dict()
+    del state["conv_transpose_1.weight"]
+    import torch
+
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(UserInputError, match="conv_transpose_1.weight"):
+        make_segmenter("nuclick", tmp_path / "broken.pt")
+    assert make_segmenter("auto").name == "watershed"
+
+
+def test_segment_points_rescales_to_the_segmenter_resolution() -> None:
+    sample = toy_sample(np.random.default_rng(5), size=SIZE, n_nuclei=6)
+    pts = _centroids(sample.inst_map)
+    seg = make_segmenter("watershed")
+    native = segment_points(sample.image, pts, segmenter=seg)
+    # the same tissue read at 20x: half the pixels; outlines come back in its own pixels
+    half = sample.image[::2, ::2]
+    low = segment_points(half, pts / 2, segmenter=seg, mpp=0.5)
+    assert low.instance_map.shape == (SIZE // 2, SIZE // 2)
+    for a, b in zip(native.polygons, low.polygons, strict=True):
+        assert b.area == pytest.approx(a.area / 4, rel=0.35)
+    with pytest.raises(UserInputError, match="outside"):
+        segment_points(sample.image, np.array([[SIZE + 1.0, 3.0]]), segmenter=seg)
