@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
 
 from histocurate.selection.seeds import int_seed, rng_for
 
@@ -33,7 +34,9 @@ def kmeans_labels(X: np.ndarray, n_clusters: int, *, seed: int, max_iter: int = 
         return np.zeros(0, np.int64)
     if n <= n_clusters:
         return np.arange(n, dtype=np.int64)
-    with warnings.catch_warnings():  # duplicate rows give fewer distinct clusters: fine
+    # one thread: on a shared 2-core machine OpenMP K-means ran 10x slower with two threads
+    # than with one (measured at load 4); parallelism comes from slides instead
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         km = KMeans(n_clusters=n_clusters, n_init=1, max_iter=max_iter, random_state=seed)
         return km.fit_predict(np.asarray(X, dtype=np.float32)).astype(np.int64)

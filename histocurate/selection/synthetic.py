@@ -10,6 +10,7 @@ at a time, in any order, on any process.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ class SyntheticCohort:
     cohort_shift: float = 1.0
     seed: int = 0
     encoders: tuple[str, ...] = ("synthetic",)
+    second_dim: int | None = None  # dimension of the other encoders' views (default: dim)
 
     @property
     def slide_ids(self) -> list[str]:
@@ -99,6 +101,12 @@ class SyntheticCohort:
         return pd.concat(frames, ignore_index=True)
 
 
+@functools.cache
+def _rotation(seed: int, encoder: str, dim: int, out_dim: int) -> np.ndarray:
+    rng = rng_for(seed, "view", encoder)
+    return np.linalg.qr(rng.normal(size=(dim, dim)))[0][:, :out_dim].astype(np.float32)
+
+
 @dataclass(frozen=True)
 class SyntheticFeatures:
     """A `FeatureSource` making a `SyntheticCohort`'s features on the fly.
@@ -116,11 +124,12 @@ class SyntheticFeatures:
     def load(self, slide_id: str) -> SlideFeatures:
         ids, values, _ = self.cohort.slide(slide_id)
         out = {self.encoders[0]: (ids, values)}
+        dim = self.cohort.dim
+        second = self.cohort.second_dim or dim
         for k, enc in enumerate(self.encoders[1:], start=1):
-            rng = rng_for(self.cohort.seed, "view", enc)
-            rot = np.linalg.qr(rng.normal(size=(self.cohort.dim, self.cohort.dim)))[0]
+            view = values @ _rotation(self.cohort.seed, enc, dim, second)
             noise = rng_for(self.cohort.seed, "view-noise", enc, slide_id).standard_normal(
-                values.shape, dtype=np.float32
+                view.shape, dtype=np.float32
             )
-            out[enc] = (ids, (values @ rot.astype(np.float32) + 0.5 * k * noise).astype(np.float32))
+            out[enc] = (ids, (view + 0.5 * k * noise).astype(np.float32))
         return align(slide_id, out)
