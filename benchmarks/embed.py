@@ -122,7 +122,8 @@ def main() -> int:
 
     print(f"\nCPU embedding, {os.cpu_count()} cores, {args.workers} loader workers, "
           f"batch {args.batch}; phikon = ViT-B/16 with random weights (fp32); "
-          "importing torch alone peaks at ~690 MB here\n")  # fmt: skip
+          "importing torch alone peaks at ~690 MB here; load average "
+          f"{os.getloadavg()[0]:.1f} (other processes share these cores)\n")  # fmt: skip
     print("| encoder | mode | tiles | seconds | tiles/s | speed-up | peak RSS main / worker (MB) |")
     print("|---|---|---|---|---|---|---|")
     naive = {r["encoder"]: r["tiles_per_s"] for r in results if r["mode"] == "naive"}
