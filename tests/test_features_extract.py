@@ -153,6 +153,10 @@ def test_load_features_errors(tmp_path: Path) -> None:
         load_features(tmp_path, "builtin", slide_ids=["s9"])
     with pytest.raises(SchemaError, match="expected 'phikon'"):
         load_features(tmp_path, "phikon")
+    timm = tmp_path / "ws" / "features" / "timm_test_vit"
+    write_slide_features(timm, "s1", "timm:test_vit", ["t"], np.ones((1, 2), np.float32))
+    for name in ("timm:test_vit", "timm_test_vit"):  # name or folder name
+        assert load_features(tmp_path / "ws", name).encoder == "timm:test_vit"
     table = pa.table({"tile_id": ["t"], "slide_id": ["s2"], "features": [[1.0]]})
     pq.write_table(table, tmp_path / "s2.parquet")
     with pytest.raises(SchemaError, match=r"s2\.parquet"):

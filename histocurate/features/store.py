@@ -165,7 +165,9 @@ def load_features(
     """Every tile's features made by ``encoder`` (or those of ``slide_ids``).
 
     ``workspace_or_dir`` is a `Workspace`, a workspace folder, or the folder of one
-    encoder's files. A requested slide without a file, a file made by another encoder, or
+    encoder's files. ``encoder`` is its name (``timm:vit_small_patch16_224``) or its folder's
+    (``timm_vit_small_patch16_224``); ``FeatureMatrix.encoder`` is the name recorded in the
+    files. A requested slide without a file, a file made by another encoder, or
     files of different dimensions are errors that name the file.
     """
     root = _features_dir(workspace_or_dir, encoder)
@@ -189,13 +191,16 @@ def load_features(
     dim = dims.pop()
     table = pa.concat_tables(tables)
     encoders = set(table.column("encoder").unique().to_pylist())
-    if encoders - {encoder}:
+    # The folder name (features/timm_<name>) may stand for the encoder (timm:<name>).
+    accepted = {e for e in encoders if encoder in (e, Workspace(root).features(e).name)}
+    if len(encoders) > 1 or (encoders and not accepted):
         raise SchemaError(f"{root}: features made by {sorted(encoders)}, expected {encoder!r}")
+    made_by = encoders.pop() if encoders else encoder
     vectors = table.column("features").combine_chunks()
     flat = vectors.flatten().to_numpy(zero_copy_only=False)
     return FeatureMatrix(
         tile_ids=np.asarray(table.column("tile_id").to_pylist(), dtype=object),
         slide_ids=np.asarray(table.column("slide_id").to_pylist(), dtype=object),
         values=np.asarray(flat, dtype=np.float32).reshape(len(table), dim),
-        encoder=encoder,
+        encoder=made_by,
     )
