@@ -143,7 +143,7 @@ def loader(dataset: Dataset[torch.Tensor], batch: int, workers: int) -> DataLoad
         batch_size=batch,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
-        prefetch_factor=4,
+        prefetch_factor=2,  # batches in flight: workers x 2 x 256 x 150 KB of shared memory
         worker_init_fn=_worker_init,
         persistent_workers=False,
     )
@@ -207,6 +207,9 @@ def main() -> int:
     name = torch.cuda.get_device_name(0) if cuda else "cpu (dry run)"
     print(f"device: {name}; torch {torch.__version__}; {os.cpu_count()} CPUs; "
           f"{args.workers} loader workers; batch {args.batch}; {precision}")  # fmt: skip
+    shm = os.statvfs("/dev/shm") if os.path.isdir("/dev/shm") else None
+    if shm is not None:
+        print(f"/dev/shm free: {shm.f_bavail * shm.f_frsize / 2**30:.1f} GiB (loader batches)")
     t0 = time.perf_counter()
     write_slide(args.slide, grid=160)  # 40960 px square at 0.25 um/px: 8281 tiles of 448
     print(f"slide store written in {time.perf_counter() - t0:.1f} s "
