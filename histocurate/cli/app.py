@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from rich.text import Text
+
 from histocurate.cli import (  # noqa: F401  (each module registers its commands on `app`)
     consensus,
     cytomine,
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
     except UserInputError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # Messages quote config sections like [tiling]: never read them as rich markup.
+        err_console.print(Text("error: ", style="bold red") + Text(str(exc)))
         return EXIT_USAGE
     return EXIT_OK
 

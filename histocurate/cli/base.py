@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from histocurate.config import HistocurateConfig, load_config
 
@@ -99,6 +100,6 @@ def exit_for_outcomes(outcomes: Iterable[Any]) -> None:
     if not failed:
         return
     for item in failed:
-        err_console.print(f"[red]failed[/] {item}", soft_wrap=True, highlight=False, markup=True)
+        err_console.print(Text("failed ", style="red") + Text(str(item)), soft_wrap=True)
     err_console.print(f"[bold red]{len(failed)} item(s) failed[/]; the others were written")
     raise typer.Exit(code=1 if any(not o.input_error for o in failed) else 2)
