@@ -17,6 +17,7 @@ from data_schema.selection import SELECTION
 from data_schema.slides import SLIDES
 from data_schema.tiles import TILES
 from data_schema.truth import TRUTH
+from data_schema.truth_tiles import TRUTH_TILES
 
 ALL_SCHEMAS: dict[str, TableSchema] = {
     s.name: s
@@ -34,6 +35,7 @@ ALL_SCHEMAS: dict[str, TableSchema] = {
         SLIDES,
         TILES,
         TRUTH,
+        TRUTH_TILES,
     )
 }
 
@@ -52,6 +54,7 @@ __all__ = [
     "SLIDES",
     "TILES",
     "TRUTH",
+    "TRUTH_TILES",
     "Column",
     "TableSchema",
     "features_schema",

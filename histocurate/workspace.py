@@ -104,6 +104,11 @@ class Workspace:
         return self.root / "reports" / "evaluate" / "evaluation.parquet"
 
     @property
+    def truth_tiles(self) -> Path:
+        """Synthetic truth mapped into the tiles (table ``truth_tiles``), for the demo."""
+        return self.synthetic / "truth_tiles.parquet"
+
+    @property
     def reports(self) -> Path:
         """Run reports and pictures (overlays, plots), one sub-folder per stage."""
         return self.root / "reports"

@@ -6,25 +6,24 @@ unexpected error keeps its traceback: it is a bug to report).
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from rich.text import Text
 
-from histocurate.cli import (  # noqa: F401  (each module registers its commands on `app`)
-    consensus,
-    cytomine,
-    embed,
-    evaluate,
-    init,
-    segment,
-    select,
-    synth,
-    tile,
-)
 from histocurate.cli.base import app, err_console
 from histocurate.errors import UserInputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+# Each module registers its commands on `app`; this order is the order of `--help`, the
+# order of the pipeline.
+COMMAND_MODULES = (
+    "init", "synth", "tile", "embed", "select", "cytomine", "segment", "consensus",
+    "evaluate", "demo",
+)  # fmt: skip
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"histocurate.cli.{_module}")
 
 
 @app.callback()

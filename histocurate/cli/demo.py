@@ -1,0 +1,178 @@
+"""`histocurate demo`: the whole pipeline on the built-in synthetic cohort.
+
+It runs the same commands a user types, in order, in one workspace, with a local
+Cytomine-compatible sandbox standing in for the real server and simulated pathologists
+standing in for people. Every step is a real stage; nothing is mocked. Re-running resumes:
+stages skip the work already done.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from histocurate.cli.base import PrefectOption, app, console
+from histocurate.errors import HistocurateError
+from histocurate.workspace import Workspace
+
+DEMO_PROJECT = "histocurate-demo"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    workspace: Path
+    indication: str
+    n_tiles: int
+    annotators_per_tile: int
+    segmenter: str
+    checkpoint: Path | None
+    prefect: bool | None
+
+
+def _cli(*argv: str) -> None:
+    """Run one histocurate command in-process; stop the demo if it fails."""
+    from histocurate.cli.app import main
+
+    console.rule(f"[bold]histocurate {' '.join(argv)}")
+    code = main(list(argv))
+    if code != 0:
+        raise HistocurateError(f"`histocurate {' '.join(argv)}` failed (exit code {code})")
+
+
+def _prefect_flag(options: DemoOptions) -> list[str]:
+    if options.prefect is None:
+        return []
+    return ["--prefect"] if options.prefect else ["--no-prefect"]
+
+
+def write_truth_tiles(workspace: Workspace) -> int:
+    """Map the synthetic truth into the tiles (the demo's reference); return the row count."""
+    from data_schema import TILES, TRUTH, TRUTH_TILES
+    from histocurate.io import read_table, write_table
+    from histocurate.synth import truth_in_tiles
+
+    tiles = read_table(workspace.tiles, TILES)
+    truth = truth_in_tiles(read_table(workspace.truth, TRUTH), tiles)
+    write_table(truth, workspace.truth_tiles, TRUTH_TILES)
+    return len(truth)
+
+
+@contextmanager
+def _cytomine_environment(keys: dict[str, str]) -> Iterator[None]:
+    """Give the sandbox admin's keys to the export/import commands, then take them back."""
+    saved = {name: os.environ.get(name) for name in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def selected_truth_path(workspace: Workspace) -> Path:
+    """The truth of the selected tiles only: the reference the consensus is judged by."""
+    return workspace.synthetic / "truth_selected.parquet"
+
+
+def _annotation_campaign(options: DemoOptions, ws: str, flag: list[str]) -> None:
+    """Export the selection to a sandbox Cytomine, annotate it, import the clicks."""
+    from data_schema import SELECTION, TRUTH_TILES
+    from histocurate.cytomine.demo import annotate, running_sandbox
+    from histocurate.io import read_table, write_table
+
+    workspace = Workspace(options.workspace.resolve())
+    selected = set(read_table(workspace.selection, SELECTION)["tile_id"])
+    truth = read_table(workspace.truth_tiles, TRUTH_TILES)
+    truth = truth[truth["tile_id"].isin(selected)]
+    write_table(truth, selected_truth_path(workspace), TRUTH_TILES)
+    with running_sandbox(db_path=workspace.root / "cytomine-sandbox.db") as sandbox:
+        annotators = ",".join(sandbox.annotators)
+        with _cytomine_environment(sandbox.env()):
+            _cli("export", "-w", ws, "--project", DEMO_PROJECT, "--annotators", annotators,
+                 "--k", str(options.annotators_per_tile), *flag)  # fmt: skip
+            console.rule("[bold]simulated pathologists annotate on the sandbox")
+            result = annotate(sandbox, project=DEMO_PROJECT, truth=truth, seed=0)
+            console.print(f"{len(result.clicks)} clicks by {len(result.posted)} annotators")
+            _cli("import", "-w", ws, "--project", DEMO_PROJECT, *flag)
+
+
+def _tile_px(workspace: Workspace) -> str:
+    """Side of the tiles as read (the evaluation rasterises polygons on that grid)."""
+    from data_schema import TILES
+    from histocurate.io import read_table
+
+    sizes = read_table(workspace.tiles, TILES, columns=["tile_px"])["tile_px"].unique()
+    if len(sizes) != 1:
+        raise HistocurateError(f"tiles of several sizes {sorted(sizes)}: evaluate them apart")
+    return str(int(sizes[0]))
+
+
+def demo_steps(options: DemoOptions) -> list[tuple[str, Callable[[], None]]]:
+    """The pipeline, step by step (name, action)."""
+    ws = str(options.workspace)
+    flag = _prefect_flag(options)
+    workspace = Workspace(options.workspace.resolve())
+    select = ["select", "-w", ws, "--indication", options.indication, "--n-tiles",
+              str(options.n_tiles), "--labels", str(workspace.truth_tiles)]  # fmt: skip
+    segment = ["segment", "-w", ws, "--segmenter", options.segmenter]
+    if options.checkpoint is not None:
+        segment += ["--checkpoint", str(options.checkpoint)]
+    evaluate = ["evaluate", "-w", ws, "--truth", str(selected_truth_path(workspace)),
+                "--pred", str(workspace.consensus)]  # fmt: skip
+    return [
+        ("synth", lambda: _cli("synth", "-w", ws)),
+        ("tile", lambda: _cli("tile", "-w", ws, *flag)),
+        ("embed", lambda: _cli("embed", "-w", ws, "--encoder", "builtin", *flag)),
+        ("truth in tiles", lambda: console.print(f"{write_truth_tiles(workspace)} nuclei")),
+        ("select", lambda: _cli(*select, *flag)),
+        ("annotate", lambda: _annotation_campaign(options, ws, flag)),
+        ("segment", lambda: _cli(*segment, *flag)),
+        ("consensus", lambda: _cli("consensus", "-w", ws, *flag)),
+        ("evaluate", lambda: _cli(*evaluate, "--tile-size", _tile_px(workspace), *flag)),
+    ]
+
+
+@app.command()
+def demo(
+    workspace: Annotated[Path, typer.Argument(help="Workspace to create or resume.")] = Path(
+        "demo-workspace"
+    ),
+    indication: Annotated[str, typer.Option(help="Indication to select tiles from.")] = "LUAD",
+    n_tiles: Annotated[int, typer.Option(min=1, help="Tiles to select and annotate.")] = 12,
+    annotators_per_tile: Annotated[
+        int, typer.Option(min=2, help="Simulated pathologists per tile (of 9).")
+    ] = 3,
+    segmenter: Annotated[
+        str, typer.Option(help="watershed (no weights) or nuclick (needs --checkpoint).")
+    ] = "watershed",
+    checkpoint: Annotated[Path | None, typer.Option(help="NuClick weights.")] = None,
+    prefect: PrefectOption = None,
+) -> None:
+    """Run the whole pipeline on the built-in synthetic cohort, in WORKSPACE."""
+    from histocurate.cli.app import main
+
+    options = DemoOptions(
+        workspace, indication, n_tiles, annotators_per_tile, segmenter, checkpoint, prefect
+    )
+    if not (workspace / "histocurate.toml").exists() and main(["init", str(workspace)]) != 0:
+        raise typer.Exit(1)
+    timings = []
+    for name, action in demo_steps(options):
+        start = time.perf_counter()
+        action()
+        timings.append((name, time.perf_counter() - start))
+    table = Table("step", "seconds", title=f"demo finished in {workspace}")
+    for name, seconds in timings:
+        table.add_row(name, f"{seconds:.1f}")
+    console.print(table)
