@@ -8,13 +8,13 @@ which also become the run's artifacts.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.segment import segment_flow
 from histocurate.config import load_config
 from histocurate.consensus.shards import (
     clear_shards,
@@ -55,21 +55,6 @@ def consensus_merge_task(
     }
 
 
-def _segment_first(workspace: str, overrides: dict[str, Any]) -> None:
-    """Run the segment stage's flow as a subflow, when this installation has one."""
-    logger = get_run_logger()
-    try:
-        module = importlib.import_module("flows.segment")
-    except ImportError:
-        logger.warning("no segment flow in this installation; using the existing masks.parquet")
-        return
-    segment_flow = getattr(module, "segment_flow", None)
-    if segment_flow is None:
-        logger.warning("flows.segment has no segment_flow; using the existing masks.parquet")
-        return
-    segment_flow(workspace, overrides)
-
-
 @flow(name="consensus", log_prints=True)
 def consensus_flow(
     workspace: str, overrides: dict[str, Any] | None = None, segment: bool = True
@@ -79,7 +64,7 @@ def consensus_flow(
     config = load_config(workspace, overrides)
     root = str(config.workspace)
     if segment:
-        _segment_first(root, overrides)
+        segment_flow(root, overrides)
     shards = plan_shards(config)
     clear_shards(config)
     futures = [
