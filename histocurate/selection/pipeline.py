@@ -69,17 +69,18 @@ class SelectionResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _diversity_rows(scan: SlideScan, encoder: str) -> pd.DataFrame:
-    pick = scan.diversity
-    if pick is None or not len(pick.tile_ids):
+def _diversity_rows(scans: Sequence[SlideScan], encoder: str) -> pd.DataFrame:
+    """The diversity pools of all slides as one frame (built once, not per slide)."""
+    picks = [(s.slide_id, s.diversity) for s in scans if s.diversity is not None]
+    if not picks:
         return pd.DataFrame(columns=POOL_COLUMNS)
     return pd.DataFrame(
         {
-            "tile_id": pick.tile_ids.astype(str),
-            "slide_id": scan.slide_id,
+            "tile_id": np.concatenate([p.tile_ids.astype(str) for _, p in picks]),
+            "slide_id": np.concatenate([np.full(len(p.tile_ids), s) for s, p in picks]),
             "arm": "diversity",
             "encoder": encoder,
-            "cluster_id": pick.cluster_ids.astype("int64"),
+            "cluster_id": np.concatenate([p.cluster_ids for _, p in picks]).astype("int64"),
         }
     ).reindex(columns=POOL_COLUMNS)
 
@@ -87,6 +88,10 @@ def _diversity_rows(scan: SlideScan, encoder: str) -> pd.DataFrame:
 def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     frames = [f.astype(object) for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=POOL_COLUMNS)
+
+
+def _records(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=POOL_COLUMNS) if rows else pd.DataFrame(columns=POOL_COLUMNS)
 
 
 def main_pool(diversity: pd.DataFrame, rare: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +117,7 @@ def assemble_selection(
     notes: list[str],
 ) -> pd.DataFrame:
     """The two draws (see module doc); one row per selected tile, SELECTION_COLUMNS."""
-    rare = _concat([s.rare for s in scores]) if "rare" in config.arms else _concat([])
+    rare = _records([r for s in scores for r in s.rare] if "rare" in config.arms else [])
     pool = main_pool(diversity if "diversity" in config.arms else _concat([]), rare)
     chosen = [pd.DataFrame(columns=[*POOL_COLUMNS, "draw_weight"])]
     if len(pool):
@@ -124,7 +129,7 @@ def assemble_selection(
         chosen.append(uniform_draw(pool, config.n_tiles, seed=config.seed, key=indication))
     if "uncertainty" in config.arms and config.n_uncertain:
         taken = set(chosen[-1]["tile_id"]) if len(chosen) > 1 else set()
-        unc = _concat([s.uncertain for s in scores])
+        unc = _records([r for s in scores for r in s.uncertain])
         unc = unc[~unc["tile_id"].isin(taken)].reset_index(drop=True)
         counts = {s.slide_id: s.n_uncertain for s in scores}
         slides = sorted(set(unc["slide_id"]))
@@ -234,7 +239,7 @@ def run_selection(
     )
     timings["scan"] = time.perf_counter() - t0
     primary = encoders[0]
-    diversity = _concat([_diversity_rows(s, primary) for s in scans])
+    diversity = _diversity_rows(scans, primary)
 
     models: PresenceModels | None = None
     if learn and labels is not None:
