@@ -36,12 +36,17 @@ class InstanceSample:
 
 
 def load_consep(root: str | Path) -> list[InstanceSample]:
-    """CoNSeP layout: ``Images/*.png`` beside ``Labels/*.mat`` (``inst_map``); 0.25 um/px."""
+    """CoNSeP layout: ``Images/*.png`` beside ``Labels/*.mat`` (``inst_map``); 0.25 um/px.
+
+    JPEG and TIFF images (``.jpg``, ``.tif``) are read too.
+    """
     from scipy.io import loadmat
     from skimage.io import imread
 
     root = Path(root)
-    images = sorted((root / "Images").glob("*.png"))
+    images = sorted(
+        p for p in (root / "Images").glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".tif"}
+    )
     if not images:
         raise NuClickError(f"{root}: no Images/*.png (expected the CoNSeP layout)")
     samples = []
@@ -53,7 +58,9 @@ def load_consep(root: str | Path) -> list[InstanceSample]:
         if "inst_map" not in mat:
             raise NuClickError(f"{label}: no 'inst_map' variable (found {sorted(mat)})")
         image = imread(path)[..., :3]
-        samples.append(InstanceSample(image.astype(np.uint8), mat["inst_map"].astype(np.int32), path.stem))
+        samples.append(
+            InstanceSample(image.astype(np.uint8), mat["inst_map"].astype(np.int32), path.stem)
+        )
     return samples
 
 
