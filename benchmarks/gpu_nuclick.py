@@ -64,14 +64,31 @@ def main() -> None:
         raise SystemExit("no CUDA device: this benchmark needs a GPU")
     torch.backends.cudnn.benchmark = True
     model = NuClick().cuda().eval()
-    rows = [("device", torch.cuda.get_device_name(0)), ("parameters", f"{count_parameters(model):,}")]
-    rows.append(("network bf16, NCHW (nuclei/s)", f"{network_only(model, args.batch, args.iters, channels_last=False):,.0f}"))
+    rows = [
+        ("device", torch.cuda.get_device_name(0)),
+        ("parameters", f"{count_parameters(model):,}"),
+    ]
+    rows.append(
+        (
+            "network bf16, NCHW (nuclei/s)",
+            f"{network_only(model, args.batch, args.iters, channels_last=False):,.0f}",
+        )
+    )
     model_cl = model.to(memory_format=torch.channels_last)
-    rows.append(("network bf16, channels_last (nuclei/s)", f"{network_only(model_cl, args.batch, args.iters, channels_last=True):,.0f}"))
+    rows.append(
+        (
+            "network bf16, channels_last (nuclei/s)",
+            f"{network_only(model_cl, args.batch, args.iters, channels_last=True):,.0f}",
+        )
+    )
     torch.cuda.reset_peak_memory_stats()
     rate = end_to_end(model, args.batch, args.tiles, args.clicks)
-    rows.append((f"end to end, {args.tiles} tiles x {args.clicks} clicks (nuclei/s)", f"{rate:,.0f}"))
-    rows.append(("peak GPU memory end to end (GiB)", f"{torch.cuda.max_memory_allocated() / 2**30:.2f}"))
+    rows.append(
+        (f"end to end, {args.tiles} tiles x {args.clicks} clicks (nuclei/s)", f"{rate:,.0f}")
+    )
+    rows.append(
+        ("peak GPU memory end to end (GiB)", f"{torch.cuda.max_memory_allocated() / 2**30:.2f}")
+    )
     width = max(len(k) for k, _ in rows)
     print(f"NuClick, batch {args.batch}, 128 px patches, bfloat16 autocast")
     for key, value in rows:

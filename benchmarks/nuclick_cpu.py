@@ -1,5 +1,7 @@
-"""NuClick on CPU (named nuclick_cpu.py: a benchmarks/nuclick.py would shadow the package
-for every script in this folder): nuclei per second, batched vs one forward per nucleus, and peak memory.
+"""NuClick on CPU: nuclei per second, batched vs one forward per nucleus, and peak memory.
+
+(Named nuclick_cpu.py: a benchmarks/nuclick.py would shadow the `nuclick` package for
+every script in this folder.)
 
 Each mode runs in its own process (peak resident memory is per process). Random weights
 (speed does not depend on them).
@@ -57,8 +59,10 @@ def main() -> None:
         proc.start()
         rows.append(queue.get())
         proc.join()
-    print(f"NuClick CPU, width {args.width}, {args.clicks} clicks on a 448 px tile, "
-          f"batch {args.batch}, {args.threads} threads")
+    print(
+        f"NuClick CPU, width {args.width}, {args.clicks} clicks on a 448 px tile, "
+        f"batch {args.batch}, {args.threads} threads"
+    )
     print(f"{'mode':<16} {'nuclei/s':>9} {'seconds':>8} {'peak RSS MiB':>13}")
     for mode, rate, seconds, rss in rows:
         print(f"{mode:<16} {rate:>9.2f} {seconds:>8.2f} {rss / 1024:>13.0f}")

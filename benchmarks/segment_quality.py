@@ -36,18 +36,31 @@ def synthetic_tiles(
 ) -> list[tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
     """(image, true instance map, truth rows) for a grid of tiles of fresh synthetic slides."""
     made = generate_cohort(
-        out, indications=indications, slides_per_indication=slides, width_px=size,
-        height_px=size, seed=seed, workers=min(8, slides * len(indications)),
+        out,
+        indications=indications,
+        slides_per_indication=slides,
+        width_px=size,
+        height_px=size,
+        seed=seed,
+        workers=min(8, slides * len(indications)),
     )
     tiles = []
     for slide in made:
         for y in range(0, size - tile_px + 1, tile_px):
             for x in range(0, size - tile_px + 1, tile_px):
-                tiles.append({
-                    "tile_id": f"{slide.slide_id}_x{x}_y{y}", "slide_id": slide.slide_id,
-                    "slide_path": str(slide.path), "x": x, "y": y, "size_level0": tile_px,
-                    "tile_px": tile_px, "read_level": 0, "read_size": tile_px,
-                })
+                tiles.append(
+                    {
+                        "tile_id": f"{slide.slide_id}_x{x}_y{y}",
+                        "slide_id": slide.slide_id,
+                        "slide_path": str(slide.path),
+                        "x": x,
+                        "y": y,
+                        "size_level0": tile_px,
+                        "tile_px": tile_px,
+                        "read_level": 0,
+                        "read_size": tile_px,
+                    }
+                )
     frame = pd.DataFrame(tiles)
     truth = read_table(out / "truth.parquet", TRUTH)
     inside = truth_in_tiles(truth, frame)
@@ -71,8 +84,11 @@ def export_consep(tiles: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]], fold
     (folder / "Labels").mkdir(parents=True, exist_ok=True)
     for k, (image, inst, _) in enumerate(tiles):
         Image.fromarray(image).save(folder / "Images" / f"tile_{k:04d}.jpg", quality=95)
-        savemat(folder / "Labels" / f"tile_{k:04d}.mat", {"inst_map": inst.astype(np.int32)},
-                do_compression=True)
+        savemat(
+            folder / "Labels" / f"tile_{k:04d}.mat",
+            {"inst_map": inst.astype(np.int32)},
+            do_compression=True,
+        )
     print(f"{len(tiles)} tiles, {int(sum(t[1].max() for t in tiles))} nuclei -> {folder}")
 
 
@@ -86,8 +102,13 @@ def export_pannuke(tiles: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]], fol
     print(f"{len(tiles)} tiles, {int(sum(t[1].max() for t in tiles))} nuclei -> {folder}")
 
 
-def evaluate(tiles: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]], name: str,
-             checkpoint: Path | None, jitter: float, seed: int) -> dict[str, object]:
+def evaluate(
+    tiles: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]],
+    name: str,
+    checkpoint: Path | None,
+    jitter: float,
+    seed: int,
+) -> dict[str, object]:
     rng = np.random.default_rng(seed)
     seg = make_segmenter(name, checkpoint, batch_size=64)
     images, points, truths = [], [], []
@@ -112,8 +133,16 @@ def evaluate(tiles: list[tuple[np.ndarray, np.ndarray, pd.DataFrame]], name: str
         fallback += res.n_fallback
     total = pooled(pqs)
     n = sum(len(p) for p in points)
-    return {"segmenter": name, "clicks": n, "Dice": float(np.mean(dices)), "PQ": total.pq,
-            "DQ": total.dq, "SQ": total.sq, "fallback": fallback, "nuclei/s": n / seconds}
+    return {
+        "segmenter": name,
+        "clicks": n,
+        "Dice": float(np.mean(dices)),
+        "PQ": total.pq,
+        "DQ": total.dq,
+        "SQ": total.sq,
+        "fallback": fallback,
+        "nuclei/s": n / seconds,
+    }
 
 
 def main() -> None:
@@ -130,21 +159,35 @@ def main() -> None:
     parser.add_argument("--export-consep", type=Path, default=None)
     args = parser.parse_args()
     if args.export_pannuke or args.export_consep:
-        tiles = synthetic_tiles(args.out / "train", slides=args.slides, size=args.size,
-                                tile_px=args.tile, seed=args.seed + 1000,
-                                indications=args.indications)
+        tiles = synthetic_tiles(
+            args.out / "train",
+            slides=args.slides,
+            size=args.size,
+            tile_px=args.tile,
+            seed=args.seed + 1000,
+            indications=args.indications,
+        )
         if args.export_pannuke:
             export_pannuke(tiles, args.export_pannuke)
         if args.export_consep:
             export_consep(tiles, args.export_consep)
         return
-    tiles = synthetic_tiles(args.out / "eval", slides=args.slides, size=args.size,
-                            tile_px=args.tile, seed=args.seed, indications=args.indications)
+    tiles = synthetic_tiles(
+        args.out / "eval",
+        slides=args.slides,
+        size=args.size,
+        tile_px=args.tile,
+        seed=args.seed,
+        indications=args.indications,
+    )
     rows = [evaluate(tiles, "watershed", None, args.jitter, args.seed)]
     if args.checkpoint:
         rows.append(evaluate(tiles, "nuclick", args.checkpoint, args.jitter, args.seed))
     table = pd.DataFrame(rows)
-    print(f"{len(tiles)} synthetic tiles of {args.tile} px, clicks = true centroids +- {args.jitter} px")
+    print(
+        f"{len(tiles)} synthetic tiles of {args.tile} px, "
+        f"clicks = true centroids +- {args.jitter} px"
+    )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

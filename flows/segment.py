@@ -44,7 +44,9 @@ def segment_flow(
     ws = Workspace.of(config)
     segmenter = segmenter_for(config)
     plan = plan_segment(config, segmenter.name, force=force)
-    run = SegmentRun(segmenter=segmenter.name, tiles_skipped=plan.skipped, tiles_missing=plan.missing)
+    run = SegmentRun(
+        segmenter=segmenter.name, tiles_skipped=plan.skipped, tiles_missing=plan.missing
+    )
     for tile_id in plan.stale:
         (ws.masks / f"{tile_id}.parquet").unlink(missing_ok=True)
         run.tiles_removed.append(tile_id)

@@ -20,16 +20,35 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="Train (or resume) a NuClick model.")
     for prefix, what in (("", "training"), ("val-", "validation")):
-        t.add_argument(f"--{prefix}consep", type=Path, action="append", default=[],
-                       help=f"CoNSeP-layout folder ({what}; Images/*.png + Labels/*.mat).")
-        t.add_argument(f"--{prefix}pannuke", type=Path, action="append", default=[],
-                       help=f"PanNuke-layout folder ({what}; images.npy + masks.npy).")
-        t.add_argument(f"--{prefix}masks", type=Path, action="append", default=[],
-                       help=f"Masks table Parquet ({what}); tiles as <tile_id>.png in --images.")
+        t.add_argument(
+            f"--{prefix}consep",
+            type=Path,
+            action="append",
+            default=[],
+            help=f"CoNSeP-layout folder ({what}; Images/*.png + Labels/*.mat).",
+        )
+        t.add_argument(
+            f"--{prefix}pannuke",
+            type=Path,
+            action="append",
+            default=[],
+            help=f"PanNuke-layout folder ({what}; images.npy + masks.npy).",
+        )
+        t.add_argument(
+            f"--{prefix}masks",
+            type=Path,
+            action="append",
+            default=[],
+            help=f"Masks table Parquet ({what}); tiles as <tile_id>.png in --images.",
+        )
     t.add_argument("--images", type=Path, help="Folder of <tile_id>.png for --masks tables.")
     t.add_argument("--toy", type=int, default=0, help="Add N toy synthetic images (smoke runs).")
-    t.add_argument("--val-fraction", type=float, default=0.1,
-                   help="Without validation sources: fraction of the images held out (0.1).")
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="Without validation sources: fraction of the images held out (0.1).",
+    )
     t.add_argument("--out", type=Path, required=True, help="Output folder (checkpoints, history).")
     t.add_argument("--epochs", type=int, default=60)
     t.add_argument("--batch-size", type=int, default=64)
@@ -86,12 +105,22 @@ def _train(args: argparse.Namespace) -> int:
         samples = [samples[i] for i in order[n_val:]]
     train_set = NuclickPatchDataset(samples, patch_size=args.patch_size, seed=args.seed)
     val_set = NuclickPatchDataset(val, patch_size=args.patch_size, augment=False, seed=args.seed)
-    print(f"{len(train_set)} training nuclei ({len(samples)} images), "
-          f"{len(val_set)} validation nuclei ({len(val)} images)")
+    print(
+        f"{len(train_set)} training nuclei ({len(samples)} images), "
+        f"{len(val_set)} validation nuclei ({len(val)} images)"
+    )
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        width=args.width, steps_per_epoch=args.steps_per_epoch, num_workers=args.workers,
-        device=args.device, amp=not args.no_amp, seed=args.seed, mpp=args.mpp,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        width=args.width,
+        steps_per_epoch=args.steps_per_epoch,
+        num_workers=args.workers,
+        device=args.device,
+        amp=not args.no_amp,
+        seed=args.seed,
+        mpp=args.mpp,
     )
     result = train(train_set, val_set, config, args.out, resume=not args.no_resume)
     print(f"best validation Dice {result.best_dice:.4f}; weights: {args.out / 'best.pt'}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ class MultiScaleBlock(nn.Module):
 
 def _residual_stack(channels: list[int]) -> nn.Module:
     """Residual blocks in sequence; a single block is kept bare (as in the public layout)."""
-    blocks = [ResidualBlock(a, b) for a, b in zip(channels[:-1], channels[1:], strict=True)]
+    blocks = [ResidualBlock(a, b) for a, b in pairwise(channels)]
     return blocks[0] if len(blocks) == 1 else nn.Sequential(*blocks)
 
 
@@ -135,6 +136,7 @@ class NuClick(nn.Module):
         self.conv_block_3 = ConvBnRelu(c(32), 1, 1, batchnorm=False, relu=False, bias=True)
         self.pool = nn.MaxPool2d(2)
         head = self.conv_block_3.conv_bn_relu[0]
+        assert isinstance(head, nn.Conv2d) and head.bias is not None
         nn.init.normal_(head.weight, std=0.1)  # start near p = 0.5 everywhere, not saturated
         nn.init.zeros_(head.bias)
 
@@ -209,14 +211,16 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], *, origin: s
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
     problems = []
-    for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
+    for what, keys in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape", misshapen),
+    ):
         if keys:
             shown = ", ".join(keys[:12]) + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
             problems.append(f"{len(keys)} {what} key(s): {shown}")
     if problems:
-        raise CheckpointError(
-            f"{origin}: does not fit the NuClick network: " + "; ".join(problems)
-        )
+        raise CheckpointError(f"{origin}: does not fit the NuClick network: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
 
 
@@ -236,7 +240,9 @@ def load_model(
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a corrupt or foreign file: say which
-            raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({exc})") from None
+            raise CheckpointError(
+                f"{path}: cannot be read as a PyTorch checkpoint ({exc})"
+            ) from None
     else:
         obj = source
     state = _state_dict_of(obj, origin)

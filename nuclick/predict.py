@@ -114,7 +114,28 @@ def _crop(patch: PatchMask, origin: np.ndarray) -> tuple[PatchMask, np.ndarray]:
     sl = ndi.find_objects(patch.mask.astype(np.int8))[0]
     assert sl is not None
     cropped = PatchMask(patch.mask[sl].copy(), patch.score[sl].copy(), patch.fallback)
-    return cropped, origin + (sl[0].start, sl[1].start)
+    return cropped, origin + np.array([sl[0].start, sl[1].start])
+
+
+def _postprocess(
+    jobs: list[_Job],
+    probs: torch.Tensor,
+    metas: list[tuple[int, int, np.ndarray]],
+    opts: PredictOptions,
+) -> None:
+    """Per-patch post-processing of one batch (each patch on its own, in 2-D)."""
+    for prob, (j, i, origin) in zip(probs.cpu().numpy(), metas, strict=True):
+        job = jobs[j]
+        click = job.rc[i] - origin
+        patch = keep_clicked_component(
+            prob,
+            (int(click[0]), int(click[1])),
+            threshold=opts.threshold,
+            min_size=opts.min_size,
+            fallback_radius=opts.fallback_radius,
+        )
+        job.patches[i], job.origins[i] = _crop(patch, origin)
+        job.fallback[i] = patch.fallback
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -140,38 +161,46 @@ def predict_many(
         raise ValueError(f"patch_size must be a multiple of 32, got {opts.patch_size}")
     dev = resolve_device(device)
     model.eval()
-    jobs = [_prepare(img, pts, opts, k) for k, (img, pts) in enumerate(zip(images, points, strict=True))]
+    jobs = [
+        _prepare(img, pts, opts, k) for k, (img, pts) in enumerate(zip(images, points, strict=True))
+    ]
+    # Pipelined: the next batch is built and launched before the previous one is
+    # post-processed, so that on a GPU the network and the CPU work overlap.
+    pending: tuple[torch.Tensor, list[tuple[int, int, np.ndarray]]] | None = None
     for pieces in _batches(jobs, opts.batch_size):
-        arrays, metas = [], []
+        arrays: list[np.ndarray] = []
+        metas: list[tuple[int, int, np.ndarray]] = []
         for j, idx in pieces:
             job = jobs[j]
             inputs, origins = build_inputs(
                 job.image, job.rc, idx, patch_size=opts.patch_size, same_nucleus=job.same_as
             )
             arrays.append(inputs)
-            metas.extend((j, i, o) for i, o in zip(idx, origins, strict=True))
-        batch = torch.from_numpy(np.concatenate(arrays)).to(dev, non_blocking=True)
+            metas.extend((j, int(i), o) for i, o in zip(idx, origins, strict=True))
+        stacked = np.concatenate(arrays)
+        if dev.type == "cuda" and len(stacked) < opts.batch_size:  # one shape: no re-tuning
+            stacked = np.concatenate(
+                [
+                    stacked,
+                    np.zeros((opts.batch_size - len(stacked), *stacked.shape[1:]), np.float32),
+                ]
+            )
+        batch = torch.from_numpy(stacked).to(dev, non_blocking=True)
         with _autocast(dev, opts.amp):
             logits = model(batch)
-        probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-        for prob, (j, i, origin) in zip(probs, metas, strict=True):
-            job = jobs[j]
-            click = job.rc[i] - origin
-            patch = keep_clicked_component(
-                prob,
-                (int(click[0]), int(click[1])),
-                threshold=opts.threshold,
-                min_size=opts.min_size,
-                fallback_radius=opts.fallback_radius,
-            )
-            job.patches[i], job.origins[i] = _crop(patch, origin)
-            job.fallback[i] = patch.fallback
+        if pending is not None:
+            _postprocess(jobs, *pending, opts)
+        pending = (torch.sigmoid(logits.float())[: len(metas), 0], metas)
+    if pending is not None:
+        _postprocess(jobs, *pending, opts)
     results = []
     for job in jobs:
         labels = resolve_overlaps(job.shape, job.rc, job.patches, job.origins)
         job.fallback = job.fallback[job.same_as]
         results.append(
-            finalize(labels, job.rc, fallback=job.fallback, same_as=job.same_as, segmenter="nuclick")
+            finalize(
+                labels, job.rc, fallback=job.fallback, same_as=job.same_as, segmenter="nuclick"
+            )
         )
     return results
 

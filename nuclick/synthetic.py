@@ -54,6 +54,8 @@ def toy_sample(
     return InstanceSample(np.clip(image, 0, 255).astype(np.uint8), inst, name="toy")
 
 
-def toy_samples(n: int, *, seed: int = 0, size: int = 128, n_nuclei: int = 12) -> list[InstanceSample]:
+def toy_samples(
+    n: int, *, seed: int = 0, size: int = 128, n_nuclei: int = 12
+) -> list[InstanceSample]:
     rng = np.random.default_rng(seed)
     return [toy_sample(rng, size=size, n_nuclei=n_nuclei) for _ in range(n)]

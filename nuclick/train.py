@@ -82,7 +82,11 @@ def patch_dice(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, loader: DataLoader[Any], device: torch.device, *, amp: bool,
+    model: torch.nn.Module,
+    loader: DataLoader[Any],
+    device: torch.device,
+    *,
+    amp: bool,
     max_batches: int | None = None,
 ) -> float:
     """Mean per-patch Dice over a validation loader."""
@@ -153,11 +157,19 @@ def train(
     )
     pin = device.type == "cuda"
     train_loader = DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-        num_workers=config.num_workers, pin_memory=pin, persistent_workers=config.num_workers > 0,
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=config.num_workers,
+        pin_memory=pin,
+        persistent_workers=config.num_workers > 0,
     )
     val_loader = DataLoader(
-        val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+        val_set,
+        batch_size=config.batch_size,
+        shuffle=False,
+        num_workers=config.num_workers,
         pin_memory=pin,
     )
     if start_epoch == 0:
@@ -199,9 +211,14 @@ def train(
             result.best_dice = dice
             save_model(out / "best.pt", model, info, epoch=epoch, val_dice=dice)
         save_model(
-            last, model, info,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch,
-            history=[asdict(r) for r in result.history], best_dice=result.best_dice,
+            last,
+            model,
+            info,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            epoch=epoch,
+            history=[asdict(r) for r in result.history],
+            best_dice=result.best_dice,
             config=asdict(config),
         )
         (out / "history.json").write_text(

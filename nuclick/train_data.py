@@ -45,7 +45,9 @@ def load_consep(root: str | Path) -> list[InstanceSample]:
 
     root = Path(root)
     images = sorted(
-        p for p in (root / "Images").glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".tif"}
+        p
+        for p in (root / "Images").glob("*")
+        if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".tif"}
     )
     if not images:
         raise NuClickError(f"{root}: no Images/*.png (expected the CoNSeP layout)")

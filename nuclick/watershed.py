@@ -59,7 +59,9 @@ def watershed_segment(
     rc = click_pixels(pts)
     same_as = duplicate_groups(pts, opts.duplicate_px)
     if n == 0:
-        return finalize(np.zeros(shape, np.int32), rc, fallback=np.zeros(0, bool), segmenter="watershed")
+        return finalize(
+            np.zeros(shape, np.int32), rc, fallback=np.zeros(0, bool), segmenter="watershed"
+        )
     h = haematoxylin(image, opts.sigma)
     global_t = _otsu(h)
     # Distance to the nearest click, and which click: no pixel may join a click farther
@@ -88,7 +90,9 @@ def watershed_segment(
     labels = watershed(-h, markers, mask=foreground, compactness=opts.compactness)
     # Keep each pixel only if it lies within max_radius of its own click.
     lab_idx = np.maximum(labels - 1, 0)
-    far = np.hypot(np.arange(shape[0])[:, None] - rc[lab_idx, 0], np.arange(shape[1])[None, :] - rc[lab_idx, 1])
+    far = np.hypot(
+        np.arange(shape[0])[:, None] - rc[lab_idx, 0], np.arange(shape[1])[None, :] - rc[lab_idx, 1]
+    )
     labels[(labels > 0) & (far > opts.max_radius)] = 0
     labels = _clean(labels, opts.min_size)
     for i in reps:

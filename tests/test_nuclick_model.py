@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,11 @@ def _conv_bn(prefix: str, cin: int, cout: int, k: int) -> dict[str, tuple[int, .
 
 def _residuals(name: str, chans: list[int]) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
-    for i, (a, b) in enumerate(zip(chans[:-1], chans[1:], strict=True)):
+    for i, (a, b) in enumerate(pairwise(chans)):
         prefix = name if len(chans) == 2 else f"{name}.{i}"
-        out |= _conv_bn(f"{prefix}.conv_block_1", a, b, 3) | _conv_bn(f"{prefix}.conv_block_2", b, b, 3)
+        out |= _conv_bn(f"{prefix}.conv_block_1", a, b, 3) | _conv_bn(
+            f"{prefix}.conv_block_2", b, b, 3
+        )
     return out
 
 
@@ -45,14 +48,21 @@ def public_layout() -> dict[str, tuple[int, ...]]:
     keys |= _conv_bn("conv_block_1.2", 32, 32, 3)
     keys |= _conv_bn("conv_block_2.0", 64, 64, 3) | _conv_bn("conv_block_2.1", 64, 32, 3)
     keys |= _conv_bn("conv_block_2.2", 32, 32, 3)
-    keys |= {"conv_block_3.conv_bn_relu.0.weight": (1, 32, 1, 1), "conv_block_3.conv_bn_relu.0.bias": (1,)}
+    keys |= {
+        "conv_block_3.conv_bn_relu.0.weight": (1, 32, 1, 1),
+        "conv_block_3.conv_bn_relu.0.bias": (1,),
+    }
     keys |= _residuals("residual_block_1", [32, 64, 64]) | _residuals("residual_block_2", [64, 128])
     keys |= _residuals("residual_block_3", [128, 128])
     keys |= _residuals("residual_block_4", [128, 256, 256, 256])
     keys |= _residuals("residual_block_5", [256, 512, 512, 512])
     keys |= _residuals("residual_block_6", [512, 1024, 1024])
-    keys |= _residuals("residual_block_7", [1024, 512, 256]) | _residuals("residual_block_8", [512, 256])
-    keys |= _residuals("residual_block_9", [256, 256]) | _residuals("residual_block_10", [256, 128, 128])
+    keys |= _residuals("residual_block_7", [1024, 512, 256]) | _residuals(
+        "residual_block_8", [512, 256]
+    )
+    keys |= _residuals("residual_block_9", [256, 256]) | _residuals(
+        "residual_block_10", [256, 128, 128]
+    )
     keys |= _residuals("residual_block_11", [128, 64]) | _residuals("residual_block_12", [64, 64])
     keys |= _multiscale("multiscale_block_1", 128, 32, [3, 3, 5, 5])
     keys |= _multiscale("multiscale_block_2", 256, 64, [3, 3, 5, 5])
@@ -89,7 +99,9 @@ def test_loads_public_state_dict_and_runs(full_model: NuClick, tmp_path: Path) -
     torch.save({f"module.{k}": v for k, v in public.items()}, path)  # as saved from DDP
     model, info = load_model(path)
     assert info.width == 1.0 and info.mpp == 0.25
-    assert torch.equal(model.state_dict()["conv_transpose_3.weight"], public["conv_transpose_3.weight"])
+    assert torch.equal(
+        model.state_dict()["conv_transpose_3.weight"], public["conv_transpose_3.weight"]
+    )
     with torch.no_grad():
         out = model(torch.rand(1, 5, 64, 96))
     assert out.shape == (1, 1, 64, 96)

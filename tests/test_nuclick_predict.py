@@ -94,8 +94,10 @@ def test_duplicates_share_one_mask() -> None:
 def test_many_images_share_batches_and_small_images_are_padded() -> None:
     small = np.full((40, 60, 3), 180, np.uint8)
     results = predict_many(
-        [IMAGE, small], [np.array([[10.5, 10.5]]), np.array([[30.5, 20.5], [5.5, 35.5]])],
-        DiscNet(4), options=PredictOptions(batch_size=2),
+        [IMAGE, small],
+        [np.array([[10.5, 10.5]]), np.array([[30.5, 20.5], [5.5, 35.5]])],
+        DiscNet(4),
+        options=PredictOptions(batch_size=2),
     )
     assert [r.instance_map.shape for r in results] == [(200, 300), (40, 60)]
     assert len(results[1].polygons) == 2 and not results[1].fallback.any()

@@ -84,26 +84,57 @@ def test_narrow_model_learns_toy_nuclei(tmp_path: Path, one_thread: None) -> Non
         toy_samples(5, seed=2, size=64, n_nuclei=8), patch_size=32, augment=False
     )
     config = TrainConfig(
-        epochs=5, batch_size=8, lr=1e-2, optimizer="adam", width=0.125, steps_per_epoch=50,
-        lr_patience=1, device="cpu",
+        epochs=5,
+        batch_size=8,
+        lr=1e-2,
+        optimizer="adam",
+        width=0.125,
+        steps_per_epoch=50,
+        lr_patience=1,
+        device="cpu",
     )
     result = train(train_set, val_set, config, tmp_path, log=lambda _: None)
     dices = [r.val_dice for r in result.history]
     assert result.initial_dice < 0.2
     assert result.best_dice > result.initial_dice + 0.4, dices
-    model, info = load_model(tmp_path / "best.pt")
+    _, info = load_model(tmp_path / "best.pt")
     assert info.width == 0.125 and info.patch_size == 32
     # resume: two more epochs continue the history
-    more = train(train_set, val_set, config.__class__(**{**config.__dict__, "epochs": 6}), tmp_path,
-                 log=lambda _: None)
+    more = train(
+        train_set,
+        val_set,
+        config.__class__(**{**config.__dict__, "epochs": 6}),
+        tmp_path,
+        log=lambda _: None,
+    )
     assert [r.epoch for r in more.history] == [0, 1, 2, 3, 4, 5]
 
 
 def test_cli_trains_and_reports_bad_input(tmp_path: Path, one_thread: None, capsys) -> None:
-    args = ["train", "--toy", "3", "--out", str(tmp_path / "run"), "--epochs", "1", "--width",
-            "0.125", "--patch-size", "32", "--batch-size", "4", "--steps-per-epoch", "2",
-            "--workers", "0", "--device", "cpu"]
+    args = [
+        "train",
+        "--toy",
+        "3",
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "--width",
+        "0.125",
+        "--patch-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--steps-per-epoch",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert nuclick_main(args) == 0
-    assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "history.json").is_file()
+    assert (tmp_path / "run" / "best.pt").is_file() and (
+        tmp_path / "run" / "history.json"
+    ).is_file()
     assert nuclick_main(["train", "--out", str(tmp_path / "x"), "--consep", str(tmp_path)]) == 2
     assert "CoNSeP" in capsys.readouterr().err

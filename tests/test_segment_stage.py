@@ -35,16 +35,28 @@ def workspace(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     """Two tiles of a real slide (toy nuclei), clicks by two annotators, one click outside."""
     rng = np.random.default_rng(0)
     samples = [toy_sample(rng, size=SIZE, n_nuclei=8) for _ in range(2)]
-    slide = write_slide(tmp_path / "s1.tif", np.concatenate([s.image for s in samples], axis=1), levels=1)
+    slide = write_slide(
+        tmp_path / "s1.tif", np.concatenate([s.image for s in samples], axis=1), levels=1
+    )
     root = tmp_path / "ws"
     init_workspace(root, load_config(root, require_file=False, environ={}))
     ws = Workspace(root)
     tiles = pd.DataFrame(
         {
-            "tile_id": [f"s1_x{k * SIZE}_y0" for k in range(2)], "slide_id": "s1",
-            "indication": "LUAD", "cohort": "c", "slide_path": str(slide),
-            "x": [0, SIZE], "y": 0, "size_level0": SIZE, "mpp": 0.25, "tile_mpp": 0.25,
-            "tile_px": SIZE, "read_level": 0, "read_size": SIZE, "resized": False,
+            "tile_id": [f"s1_x{k * SIZE}_y0" for k in range(2)],
+            "slide_id": "s1",
+            "indication": "LUAD",
+            "cohort": "c",
+            "slide_path": str(slide),
+            "x": [0, SIZE],
+            "y": 0,
+            "size_level0": SIZE,
+            "mpp": 0.25,
+            "tile_mpp": 0.25,
+            "tile_px": SIZE,
+            "read_level": 0,
+            "read_size": SIZE,
+            "resized": False,
             "tissue_fraction": 1.0,
         }
     )
@@ -65,7 +77,9 @@ def workspace(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return root, {t: s.inst_map for t, s in zip(tiles.tile_id, samples, strict=True)}
 
 
-def test_watershed_stage_writes_resumable_masks(workspace: tuple[Path, dict[str, np.ndarray]]) -> None:
+def test_watershed_stage_writes_resumable_masks(
+    workspace: tuple[Path, dict[str, np.ndarray]],
+) -> None:
     root, truth = workspace
     config = load_config(root, environ={})
     run = run_segment(config)
@@ -87,24 +101,40 @@ def test_watershed_stage_writes_resumable_masks(workspace: tuple[Path, dict[str,
     again = run_segment(config)
     assert again.tiles_done == [] and sorted(again.tiles_skipped) == sorted(truth)
     moved = points.copy()
-    first = moved.index[moved.tile_id == list(truth)[0]][0]
+    first = moved.index[moved.tile_id == next(iter(truth))][0]
     moved.loc[first, "x"] += 2
-    moved = moved[moved.tile_id == list(truth)[0]]  # the second tile loses all its clicks
+    moved = moved[moved.tile_id == next(iter(truth))]  # the second tile loses all its clicks
     write_table(moved, ws.points, POINTS)
     third = run_segment(config)
-    assert third.tiles_done == [list(truth)[0]] and third.tiles_removed == [list(truth)[1]]
-    assert list_partitions(ws.masks) == [list(truth)[0]]
+    assert third.tiles_done == [next(iter(truth))] and third.tiles_removed == [list(truth)[1]]
+    assert list_partitions(ws.masks) == [next(iter(truth))]
 
 
-def test_nuclick_stage_and_cli(workspace: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+def test_nuclick_stage_and_cli(
+    workspace: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
     root, truth = workspace
     ckpt = tmp_path / "tiny.pt"
     save_model(ckpt, NuClick(width=0.0625), Checkpoint(width=0.0625, patch_size=64))
-    code = cli_main(["segment", "-w", str(root), "--segmenter", "nuclick", "--checkpoint",
-                     str(ckpt), "--batch-size", "16", "--no-prefect"])
+    code = cli_main(
+        [
+            "segment",
+            "-w",
+            str(root),
+            "--segmenter",
+            "nuclick",
+            "--checkpoint",
+            str(ckpt),
+            "--batch-size",
+            "16",
+            "--no-prefect",
+        ]
+    )
     assert code == 0
     masks = read_table(Workspace(root).masks, MASKS)
-    assert set(masks["segmenter"]) == {"nuclick"} and len(masks) == sum(2 * m.max() for m in truth.values())
+    assert set(masks["segmenter"]) == {"nuclick"} and len(masks) == sum(
+        2 * m.max() for m in truth.values()
+    )
     # an untrained network gives anything; every click still has a polygon
     assert shapely.from_wkb(masks["polygon"].to_numpy()).tolist() and (masks["area"] > 0).all()
     assert cli_main(["segment", "-w", str(root), "--segmenter", "nuclick", "--no-prefect"]) == 2
@@ -120,7 +150,7 @@ def test_make_segmenter_errors(tmp_path: Path) -> None:
     import torch
 
     torch.save(state, tmp_path / "broken.pt")
-    with pytest.raises(UserInputError, match="conv_transpose_1.weight"):
+    with pytest.raises(UserInputError, match=r"conv_transpose_1\.weight"):
         make_segmenter("nuclick", tmp_path / "broken.pt")
     assert make_segmenter("auto").name == "watershed"
 

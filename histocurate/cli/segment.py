@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from histocurate.cli.base import PrefectOption, WorkspaceOption, app, config_for, console, use_prefect
+from histocurate.cli.base import (
+    PrefectOption,
+    WorkspaceOption,
+    app,
+    config_for,
+    console,
+    use_prefect,
+)
 
 
 class SegmenterChoice(StrEnum):
@@ -27,8 +34,12 @@ def segment(
     checkpoint: Annotated[
         Path | None, typer.Option(help="NuClick weights (ours, or the public PyTorch layout).")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="Torch device (auto: cuda if present).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="NuClick patches per forward (64).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Torch device (auto: cuda if present).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="NuClick patches per forward (64).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo tiles already up to date.")] = False,
     prefect: PrefectOption = None,
 ) -> None:
@@ -46,8 +57,13 @@ def segment(
     if use_prefect(prefect):
         from flows.segment import segment_flow
 
-        cleaned = {"segment": {k: str(v) if isinstance(v, Path) else v
-                               for k, v in overrides["segment"].items() if v is not None}}
+        cleaned = {
+            "segment": {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in overrides["segment"].items()
+                if v is not None
+            }
+        }
         summary = segment_flow(str(config.workspace), cleaned, force=force)
         console.print(f"{summary['masks']} masks written ({summary['segmenter']})")
         return
@@ -58,7 +74,9 @@ def segment(
     pending = len(plan_segment(config, seg.name, force=force).pending)
     with progress_bar() as bar:
         task = bar.add_task(f"segmenting ({seg.name})", total=pending)
-        run = run_segment(config, segmenter=seg, force=force, progress=lambda n: bar.advance(task, n))
+        run = run_segment(
+            config, segmenter=seg, force=force, progress=lambda n: bar.advance(task, n)
+        )
     console.print(
         f"{run.masks} masks in {len(run.tiles_done)} tile(s) by {run.segmenter} "
         f"({len(run.tiles_skipped)} up to date, {len(run.tiles_removed)} stale removed) "

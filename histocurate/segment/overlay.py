@@ -23,14 +23,16 @@ def draw_masks(
     base = Image.fromarray(np.ascontiguousarray(image[..., :3])).convert("RGB")
     base = base.resize((base.width * scale, base.height * scale), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(base)
-    colours = {a: PALETTE[k % len(PALETTE)] for k, a in enumerate(sorted(masks["annotator"].unique()))}
+    colours = {
+        a: PALETTE[k % len(PALETTE)] for k, a in enumerate(sorted(masks["annotator"].unique()))
+    }
     for row in masks.itertuples(index=False):
         colour = colours[row.annotator]
         geom = shapely.from_wkb(row.polygon)
         if not geom.is_empty:
             xy = [(x * scale, y * scale) for x, y in np.asarray(geom.exterior.coords)]
             draw.line(xy, fill=colour, width=1)
-        cx, cy = row.x * scale, row.y * scale
+        cx, cy = float(row.x) * scale, float(row.y) * scale  # type: ignore[arg-type]
         dot = FALLBACK if row.fallback else colour
         draw.ellipse((cx - 2, cy - 2, cx + 2, cy + 2), fill=dot)
     path = Path(path)

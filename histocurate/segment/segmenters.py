@@ -9,7 +9,7 @@ for the segmenter and the outlines scaled back, so that a 20x tile gets the same
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -42,7 +42,7 @@ class Segmenter(Protocol):
 class WatershedSegmenter:
     """Seeded watershed on haematoxylin, limited to a radius (no weights needed)."""
 
-    options: WatershedOptions = WatershedOptions()
+    options: WatershedOptions = field(default_factory=WatershedOptions)
     name: str = "watershed"
     mpp: float = 0.25
 
@@ -124,7 +124,9 @@ def _resized(image: np.ndarray, factor: float) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _scaled_back(result: SegmentationResult, factor: float, shape: tuple[int, int]) -> SegmentationResult:
+def _scaled_back(
+    result: SegmentationResult, factor: float, shape: tuple[int, int]
+) -> SegmentationResult:
     polygons = [
         shapely.affinity.scale(p, 1 / factor, 1 / factor, origin=(0, 0)) if not p.is_empty else p
         for p in result.polygons

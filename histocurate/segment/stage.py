@@ -27,8 +27,14 @@ import shapely
 from data_schema import MASKS, POINTS, TILES
 from histocurate.config import HistocurateConfig
 from histocurate.errors import SchemaError, UserInputError
-from histocurate.io import atomic_write_text, list_partitions, read_partition, read_table
-from histocurate.io import partition_path, write_partition
+from histocurate.io import (
+    atomic_write_text,
+    list_partitions,
+    partition_path,
+    read_partition,
+    read_table,
+    write_partition,
+)
 from histocurate.segment.overlay import draw_masks
 from histocurate.segment.segmenters import Segmenter, make_segmenter, segment_images
 from histocurate.workspace import Workspace
@@ -91,7 +97,10 @@ def _same_clicks(existing: pd.DataFrame, points: pd.DataFrame, segmenter: str) -
 
 
 def plan_segment(
-    config: HistocurateConfig, segmenter: str, *, force: bool = False,
+    config: HistocurateConfig,
+    segmenter: str,
+    *,
+    force: bool = False,
     tile_ids: Sequence[str] | None = None,
 ) -> SegmentPlan:
     ws = Workspace.of(config)
@@ -110,14 +119,16 @@ def plan_segment(
     for tile_id in (t for t in wanted if t in tiles.index):
         if not force and tile_id in done:
             try:
-                existing = read_partition(ws.masks, tile_id, MASKS, columns=[*KEY_COLUMNS, "segmenter"])
+                existing = read_partition(
+                    ws.masks, tile_id, MASKS, columns=[*KEY_COLUMNS, "segmenter"]
+                )
             except SchemaError:
                 existing = pd.DataFrame()
             tile_points = points[points["tile_id"] == tile_id]
             side = float(tiles.loc[tile_id, "tile_px"])
-            inside = tile_points["x"].between(0, side, inclusive="left") & tile_points[
-                "y"
-            ].between(0, side, inclusive="left")
+            inside = tile_points["x"].between(0, side, inclusive="left") & tile_points["y"].between(
+                0, side, inclusive="left"
+            )
             if _same_clicks(existing, tile_points[inside], segmenter):
                 skipped.append(tile_id)
                 continue
@@ -147,7 +158,9 @@ def _tile_rows(tile_id: str, entries: list[tuple[str, Any, pd.DataFrame]]) -> pd
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MASKS.column_names)
+    return (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MASKS.column_names)
+    )
 
 
 def segment_tiles(
@@ -181,7 +194,7 @@ def segment_tiles(
             for annotator, group in tile_points.groupby("annotator", sort=True):
                 images.append(image)
                 pts.append(group[["x", "y"]].to_numpy(np.float64))
-                mpps.append(float(row["tile_mpp"]))
+                mpps.append(float(plan.tiles.at[tile_id, "tile_mpp"]))  # type: ignore[arg-type]
                 owners.append((tile_id, str(annotator), group))
         results = segment_images(images, pts, segmenter=segmenter, mpp=mpps)
         result_of: dict[str, list[tuple[str, Any, pd.DataFrame]]] = {t: [] for t in ids}
@@ -195,11 +208,15 @@ def segment_tiles(
             run.masks += len(rows)
             run.tiles_done.append(tile_id)
             if len(run.overlays) < config.segment.overlays and len(rows):
-                run.overlays.append(str(_overlay(ws, tile_id, plan.tiles.loc[tile_id], rows, read_tile)))
+                run.overlays.append(
+                    str(_overlay(ws, tile_id, plan.tiles.loc[tile_id], rows, read_tile))
+                )
     return run
 
 
-def _overlay(ws: Workspace, tile_id: str, row: Any, rows: pd.DataFrame, read_tile: ReadTile) -> Path:
+def _overlay(
+    ws: Workspace, tile_id: str, row: Any, rows: pd.DataFrame, read_tile: ReadTile
+) -> Path:
     out = ws.reports / "segment" / "overlays" / f"{tile_id}.png"
     return draw_masks(np.asarray(read_tile(row)), rows, out)
 
@@ -218,7 +235,9 @@ def run_segment(
     segmenter = segmenter or segmenter_for(config)
     plan = plan_segment(config, segmenter.name, force=force, tile_ids=tile_ids)
     ws = Workspace.of(config)
-    run = SegmentRun(segmenter=segmenter.name, tiles_skipped=plan.skipped, tiles_missing=plan.missing)
+    run = SegmentRun(
+        segmenter=segmenter.name, tiles_skipped=plan.skipped, tiles_missing=plan.missing
+    )
     for tile_id in plan.stale:
         partition_path(ws.masks, tile_id).unlink(missing_ok=True)
         run.tiles_removed.append(tile_id)
