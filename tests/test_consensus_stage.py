@@ -50,7 +50,7 @@ def _read_tile(row: pd.Series) -> np.ndarray:
     return np.full((int(row["tile_px"]), int(row["tile_px"]), 3), 200, dtype=np.uint8)
 
 
-def _segment(image: np.ndarray, points: np.ndarray) -> list[object]:
+def _segment(image: np.ndarray, points: np.ndarray, mpp: float | None) -> list[object]:
     return [Point(x, y).buffer(7, 8) for x, y in points]
 
 

@@ -8,7 +8,6 @@ GeoJSON, overlays and the agreement report). `run_consensus` is both in one proc
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,21 +18,24 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from data_schema import CONSENSUS, CONSENSUS_FATES, TILES, TableSchema
+from data_schema import ASSIGNMENTS, CONSENSUS, CONSENSUS_FATES, MASKS, TILES, TableSchema
 from histocurate.config import HistocurateConfig
 from histocurate.consensus.agreement import AgreementReport, agreement_report
 from histocurate.consensus.core import apply_labels, build_consensus
 from histocurate.consensus.export import draw_overlay, save_png, write_geojson
 from histocurate.errors import SchemaError, UserInputError
 from histocurate.io import atomic_write_text, read_table, write_table
+from histocurate.segment.segmenters import segment_points
+from histocurate.segment.stage import segmenter_for
 from histocurate.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 MASK_COLUMNS = ["annotation_id", "tile_id", "annotator", "x", "y", "label", "polygon", "segmenter"]
 
-SegmentFn = Callable[[np.ndarray, np.ndarray], Sequence[Any]]
-"""(tile RGB image, (N, 2) x/y points) -> one polygon (shapely, WKB or None) per point."""
+SegmentFn = Callable[[np.ndarray, np.ndarray, float | None], Sequence[Any]]
+"""(tile RGB image, (N, 2) x/y points, tile mpp) -> one polygon (shapely, WKB or None) per
+point."""
 
 
 @dataclass(slots=True)
@@ -50,15 +52,10 @@ class ConsensusRun:
 
 
 def read_masks(workspace: Workspace) -> pd.DataFrame:
-    """The segment stage's masks table (one file or a partition folder)."""
-    try:
-        from data_schema.masks import MASKS
-    except ImportError:  # pragma: no cover - the segment stage is part of the package
-        raise UserInputError("this histocurate has no masks table declaration") from None
-    path = getattr(workspace, "masks", workspace.root / "masks.parquet")
-    if not Path(path).exists():
-        raise UserInputError(f"{path}: no masks yet; run `histocurate segment` first")
-    return read_table(path, MASKS, columns=MASK_COLUMNS)
+    """The segment stage's masks table (a folder of one file per tile)."""
+    if not workspace.masks.exists():
+        raise UserInputError(f"{workspace.masks}: no masks yet; run `histocurate segment` first")
+    return read_table(workspace.masks, MASKS, columns=MASK_COLUMNS)
 
 
 def read_tiles(workspace: Workspace) -> pd.DataFrame | None:
@@ -75,45 +72,23 @@ def read_tiles(workspace: Workspace) -> pd.DataFrame | None:
 
 def read_expected(workspace: Workspace) -> pd.DataFrame | None:
     """Cytomine assignments (tile_id, annotator), when the export stage recorded them."""
-    path = getattr(workspace, "assignments", None)
-    if path is None or not Path(path).exists():
+    if not workspace.assignments.exists():
         return None
     try:
-        from data_schema import ALL_SCHEMAS
-
-        return read_table(path, ALL_SCHEMAS["assignments"], columns=["tile_id", "annotator"])
-    except (KeyError, SchemaError) as exc:
+        return read_table(workspace.assignments, ASSIGNMENTS, columns=["tile_id", "annotator"])
+    except SchemaError as exc:
         log.warning("assignments unreadable, zero-click annotators not reported: %s", exc)
         return None
 
 
-def make_segment_fn(config: HistocurateConfig) -> tuple[SegmentFn | None, str | None]:
-    """The configured segmenter as ``(image, points) -> polygons``, and its name.
+def make_segment_fn(config: HistocurateConfig) -> tuple[SegmentFn, str]:
+    """The configured segmenter (the segment stage's) as ``(image, points) -> polygons``."""
+    segmenter = segmenter_for(config)
 
-    ``(None, None)`` when this installation has no segment stage (masks are then kept).
-    """
-    try:
-        seg_module: Any = importlib.import_module("histocurate.segment")
-    except ImportError:
-        return None, None
-    section = getattr(config, "segment", None)
-    name = str(getattr(section, "segmenter", "nuclick"))
-    checkpoint = getattr(section, "checkpoint", None)
-    segmenter = seg_module.make_segmenter(name, checkpoint=checkpoint)
+    def segment(image: np.ndarray, points: np.ndarray, mpp: float | None) -> Sequence[Any]:
+        return segment_points(image, points, segmenter=segmenter, mpp=mpp).polygons
 
-    def segment(image: np.ndarray, points: np.ndarray) -> Sequence[Any]:
-        return _polygons_of(seg_module.segment_points(image, points, segmenter=segmenter))
-
-    return segment, name
-
-
-def _polygons_of(result: Any) -> Sequence[Any]:
-    """Polygons from what a segmenter returns (a sequence, or a frame with a polygon column)."""
-    if isinstance(result, pd.DataFrame):
-        col = "polygon" if "polygon" in result.columns else "geometry"
-        return result[col].tolist()
-    polygons = getattr(result, "polygons", None)
-    return list(polygons) if polygons is not None else list(result)
+    return segment, segmenter.name
 
 
 def resegment(
@@ -156,7 +131,8 @@ def resegment(
                 missing.append(str(tile_id))
                 continue
             points = nuclei[["x", "y"]].to_numpy()[rows]
-            polys = segment(image, points)
+            mpp = float(tiles.at[tile_id, "tile_mpp"]) if "tile_mpp" in tiles.columns else None
+            polys = segment(image, points, mpp)
             for pos, poly in zip(rows, polys, strict=True):
                 if isinstance(poly, bytes | bytearray | memoryview):
                     poly = shapely.from_wkb(bytes(poly))
