@@ -131,7 +131,9 @@ def resegment(
                 missing.append(str(tile_id))
                 continue
             points = nuclei[["x", "y"]].to_numpy()[rows]
-            mpp = float(tiles.at[tile_id, "tile_mpp"]) if "tile_mpp" in tiles.columns else None
+            mpp = (
+                cast(float, tiles.at[tile_id, "tile_mpp"]) if "tile_mpp" in tiles.columns else None
+            )
             polys = segment(image, points, mpp)
             for pos, poly in zip(rows, polys, strict=True):
                 if isinstance(poly, bytes | bytearray | memoryview):
