@@ -5,6 +5,7 @@ and their ground truth (table ``truth``); `truth_in_tiles` maps the truth into t
 `write_benchmark_slide` writes one very large slide quickly for the tiling benchmark.
 """
 
+from histocurate.synth.benchmark_slide import write_benchmark_slide
 from histocurate.synth.cohort import (
     MANIFEST_COLUMNS,
     SyntheticSlide,
@@ -28,10 +29,3 @@ __all__ = [
     "write_manifest",
 ]
 
-
-def __getattr__(name: str):
-    if name == "write_benchmark_slide":
-        from histocurate.synth.benchmark_slide import write_benchmark_slide
-
-        return write_benchmark_slide
-    raise AttributeError(name)
