@@ -64,18 +64,11 @@ def running_sandbox(
     by the admin (default: the nine default pathologists), and stop it afterwards."""
     names = list(annotators) if annotators is not None else [p.username for p in DEFAULT_PROFILES]
     db = SandboxDB(db_path)
-    keys = {}
     existing = {u["username"] for u in db.list_users()}
     for name in [admin, *names]:
         if name not in existing:
-            keys[name] = db.create_user(name, admin=name == admin)
-    with db.lock:
-        rows = db._all("SELECT username, public_key, private_key FROM users")
-    keys = {
-        r["username"]: (r["public_key"], r["private_key"])
-        for r in rows
-        if r["username"] in [admin, *names]
-    }
+            db.create_user(name, admin=name == admin)
+    keys = db.user_keys([admin, *names])
     try:
         with serve_in_thread(db, port=port, faults=faults) as server:
             yield SandboxCampaign(server.host, keys, admin, server)

@@ -177,6 +177,17 @@ class CoreDB:
                 raise NotFound(f"User {ident} not found")
             return self.user_json(row)
 
+    def user_keys(self, usernames: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(public, private) keys of these users (admin only: for demos and tests)."""
+        with self.lock:
+            rows = self._all("SELECT username, public_key, private_key FROM users")
+        wanted = set(usernames)
+        return {
+            r["username"]: (r["public_key"], r["private_key"])
+            for r in rows
+            if r["username"] in wanted
+        }
+
     def list_users(self) -> list[dict[str, Any]]:
         with self.lock:
             return [self.user_json(r) for r in self._all("SELECT * FROM users ORDER BY id")]
