@@ -145,17 +145,32 @@ def tile_slide(
     return tiles, thumbnail
 
 
-def render_tiling_overlay(thumbnail: Thumbnail, tiles: pd.DataFrame, out: Path) -> Path:
-    """Save the thumbnail with the tissue outline shaded and kept tiles boxed (for review)."""
-    base = Image.fromarray(thumbnail.rgb).convert("RGBA")
-    shade = np.zeros((*thumbnail.mask.shape, 4), np.uint8)
-    shade[~thumbnail.mask] = (0, 0, 80, 90)
-    image = Image.alpha_composite(base, Image.fromarray(shade, "RGBA"))
+OVERLAY_SIDE = 1024  # long side of the review picture, px
+
+
+def render_tiling_overlay(
+    slide_path: Path, thumbnail: Thumbnail, tiles: pd.DataFrame, out: Path
+) -> Path:
+    """Save a ~1024 px view of the slide, glass shaded blue and kept tiles boxed in green.
+
+    The detection thumbnail (8 um/px) is too small to review, so a larger view is read
+    from the pyramid; the mask is scaled up onto it.
+    """
+    slide = open_slide(slide_path)
+    try:
+        base = slide.get_thumbnail((OVERLAY_SIDE, OVERLAY_SIDE)).convert("RGBA")
+        width, height = slide.dimensions
+    finally:
+        slide.close()
+    scale_x, scale_y = base.width / width, base.height / height
+    glass = Image.fromarray(np.where(thumbnail.mask, 0, 255).astype(np.uint8))
+    glass = glass.resize(base.size, Image.Resampling.NEAREST)
+    shade = Image.new("RGBA", base.size, (0, 0, 80, 90))
+    image = Image.composite(Image.alpha_composite(base, shade), base, glass)
     draw = ImageDraw.Draw(image)
     for x, y, size in tiles[["x", "y", "size_level0"]].itertuples(index=False):
-        box = (x * thumbnail.scale_x, y * thumbnail.scale_y,
-               (x + size) * thumbnail.scale_x - 1, (y + size) * thumbnail.scale_y - 1)  # fmt: skip
-        draw.rectangle(box, outline=(0, 200, 0, 255))
+        box = (x * scale_x, y * scale_y, (x + size) * scale_x - 1, (y + size) * scale_y - 1)
+        draw.rectangle(box, outline=(0, 170, 0, 255), width=2 if size * scale_x > 12 else 1)
     with atomic_path(out) as tmp:
         image.convert("RGB").save(tmp, format="PNG")
     return out
@@ -188,7 +203,8 @@ def tile_one_slide(
     try:
         tiles, thumbnail = tile_slide(slide_row, config.tiling)
         write_partition(tiles, workspace.tiles, slide_id, TILES)
-        render_tiling_overlay(thumbnail, tiles, workspace.reports / "tile" / f"{slide_id}.png")
+        overlay = workspace.reports / "tile" / f"{slide_id}.png"
+        render_tiling_overlay(Path(slide_row["path"]), thumbnail, tiles, overlay)
     except UserInputError as exc:
         return SlideOutcome(slide_id, "failed", error=str(exc), input_error=True)
     except Exception as exc:  # a bug or an unexpected library error: report, keep going
