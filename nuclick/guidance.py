@@ -98,18 +98,20 @@ def build_inputs(
     index = np.asarray(index, dtype=np.int64)
     others = rc if exclusion_rc is None else exclusion_rc
     origins = patch_origins(rc[index], image.shape[:2], patch_size)
-    batch = np.zeros((len(index), 5, patch_size, patch_size), dtype=np.float32)
-    for k, (i, (r0, c0)) in enumerate(zip(index, origins, strict=True)):
-        crop = image[r0 : r0 + patch_size, c0 : c0 + patch_size]
-        batch[k, :3] = crop.transpose(2, 0, 1) / np.float32(255.0)
-        r, c = rc[i] - (r0, c0)
-        batch[k, 3, r, c] = 1.0
-        local = others - (r0, c0)
-        inside = ((local >= 0) & (local < patch_size)).all(axis=1)
-        if exclusion_rc is None:
-            inside[i] = False
-            if same_nucleus is not None:
-                inside &= same_nucleus != same_nucleus[i]
-        local = local[inside]
-        batch[k, 4, local[:, 0], local[:, 1]] = 1.0
+    n = len(index)
+    batch = np.empty((n, 5, patch_size, patch_size), dtype=np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(image, (patch_size, patch_size), (0, 1))
+    np.divide(windows[origins[:, 0], origins[:, 1]], np.float32(255.0), out=batch[:, :3])
+    batch[:, 3:] = 0.0
+    ks = np.arange(n)
+    click = rc[index] - origins
+    batch[ks, 3, click[:, 0], click[:, 1]] = 1.0
+    local = others[None, :, :] - origins[:, None, :]  # (n, N, 2)
+    inside = ((local >= 0) & (local < patch_size)).all(axis=2)
+    if exclusion_rc is None:
+        inside[ks, index] = False
+        if same_nucleus is not None:
+            inside &= same_nucleus[None, :] != same_nucleus[index][:, None]
+    kk, jj = np.nonzero(inside)
+    batch[kk, 4, local[kk, jj, 0], local[kk, jj, 1]] = 1.0
     return batch, origins

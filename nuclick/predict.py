@@ -7,13 +7,16 @@ batch may hold clicks of several images); each patch is post-processed on its ow
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from multiprocessing import get_context
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from nuclick.guidance import build_inputs, check_image, check_points, click_pixels, pad_to_patch
@@ -21,9 +24,8 @@ from nuclick.postprocess import (
     FALLBACK_RADIUS,
     PatchMask,
     SegmentationResult,
-    finalize,
-    keep_clicked_component,
-    resolve_overlaps,
+    assemble,
+    clicked_components,
 )
 
 
@@ -38,6 +40,9 @@ class PredictOptions:
     fallback_radius: int = FALLBACK_RADIUS
     duplicate_px: float = 2.0  # clicks closer than this mark the same nucleus
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    # Post-processing processes: 0 = in this process; None = auto (CPU count - 1 when
+    # there are more than 2 CPUs and several images, else 0). Same results either way.
+    workers: int | None = None
 
 
 def duplicate_groups(points: np.ndarray, radius: float) -> np.ndarray:
@@ -53,6 +58,9 @@ def duplicate_groups(points: np.ndarray, radius: float) -> np.ndarray:
     return same_as
 
 
+_Meta = tuple[int, int, np.ndarray]  # (image index, click index, patch origin)
+
+
 @dataclass
 class _Job:
     image: np.ndarray  # padded to the patch size
@@ -63,6 +71,7 @@ class _Job:
     patches: list[PatchMask | None]
     origins: np.ndarray
     fallback: np.ndarray
+    remaining: int  # clicks still to come back from the network
 
 
 def _prepare(image: np.ndarray, points: np.ndarray, opts: PredictOptions, k: int) -> _Job:
@@ -83,6 +92,7 @@ def _prepare(image: np.ndarray, points: np.ndarray, opts: PredictOptions, k: int
         patches=[None] * n,
         origins=np.zeros((n, 2), dtype=np.int64),
         fallback=np.zeros(n, dtype=bool),
+        remaining=len(run),
     )
 
 
@@ -109,33 +119,110 @@ def _autocast(device: torch.device, amp: bool) -> torch.autocast | nullcontext[N
     return nullcontext()
 
 
-def _crop(patch: PatchMask, origin: np.ndarray) -> tuple[PatchMask, np.ndarray]:
-    """Keep only the bounding box of the mask (memory: thousands of clicks per image)."""
-    sl = ndi.find_objects(patch.mask.astype(np.int8))[0]
-    assert sl is not None
-    cropped = PatchMask(patch.mask[sl].copy(), patch.score[sl].copy(), patch.fallback)
-    return cropped, origin + np.array([sl[0].start, sl[1].start])
+class _Collector:
+    """Post-processes batches and assembles images, here or in worker processes.
+
+    With a pool, each batch is cut into chunks of clicks for the workers (the patch
+    stage) and each image is assembled in a worker as soon as its last click is back, so
+    that the network, the patch stage and the assembly of earlier images all overlap.
+    """
+
+    def __init__(self, jobs: list[_Job], opts: PredictOptions, pool: Executor | None) -> None:
+        self.jobs, self.opts, self.pool = jobs, opts, pool
+        self.workers = getattr(pool, "_max_workers", 1) if pool is not None else 0
+        self.pending: deque[tuple[Future[list[tuple[PatchMask, tuple[int, int]]]], list[_Meta]]]
+        self.pending = deque()
+        self.results: list[SegmentationResult | Future[SegmentationResult] | None]
+        self.results = [None] * len(jobs)
+        for j, job in enumerate(jobs):
+            if not job.remaining:
+                self._assemble(j)
+
+    def add(self, probs: np.ndarray, metas: list[_Meta]) -> None:
+        clicks = np.array([self.jobs[j].rc[i] - o for j, i, o in metas]).reshape(-1, 2)
+        kw = (self.opts.threshold, self.opts.min_size, self.opts.fallback_radius)
+        if self.pool is None:
+            self._store(_clicked(probs, clicks, *kw), metas)
+            return
+        chunk = max(16, -(-len(metas) // self.workers))
+        for start in range(0, len(metas), chunk):
+            part = slice(start, start + chunk)
+            # copies: the pool pickles later, and the batch buffer gets reused
+            future = self.pool.submit(_clicked, probs[part].copy(), clicks[part], *kw)
+            self.pending.append((future, metas[part]))
+        self._drain(limit=2 * self.workers)
+
+    def finish(self) -> list[SegmentationResult]:
+        self._drain(limit=0)
+        out = [r.result() if isinstance(r, Future) else r for r in self.results]
+        assert all(r is not None for r in out)
+        return [r for r in out if r is not None]
+
+    def _drain(self, *, limit: int) -> None:
+        while self.pending and (len(self.pending) > limit or self.pending[0][0].done()):
+            future, metas = self.pending.popleft()
+            self._store(future.result(), metas)
+
+    def _store(self, found: list[tuple[PatchMask, tuple[int, int]]], metas: list[_Meta]) -> None:
+        for (patch, offset), (j, i, origin) in zip(found, metas, strict=True):
+            job = self.jobs[j]
+            job.patches[i] = patch
+            job.origins[i] = origin + offset
+            job.fallback[i] = patch.fallback
+            job.remaining -= 1
+            if not job.remaining:
+                self._assemble(j)
+
+    def _assemble(self, j: int) -> None:
+        job = self.jobs[j]
+        args = (job.shape, job.rc, job.same_as, job.patches, job.origins, job.fallback)
+        if self.pool is None:
+            self.results[j] = assemble(*args, segmenter="nuclick")
+        else:
+            self.results[j] = self.pool.submit(assemble, *args, segmenter="nuclick")
+        job.patches = []  # the pool holds its own reference until it has pickled them
 
 
-def _postprocess(
-    jobs: list[_Job],
-    probs: torch.Tensor,
-    metas: list[tuple[int, int, np.ndarray]],
-    opts: PredictOptions,
-) -> None:
-    """Per-patch post-processing of one batch (each patch on its own, in 2-D)."""
-    for prob, (j, i, origin) in zip(probs.cpu().numpy(), metas, strict=True):
+def _clicked(
+    probs: np.ndarray, clicks: np.ndarray, threshold: float, min_size: int, radius: int
+) -> list[tuple[PatchMask, tuple[int, int]]]:
+    return clicked_components(
+        probs, clicks, threshold=threshold, min_size=min_size, fallback_radius=radius
+    )
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A pool kept for the life of the process (starting workers takes seconds); spawned,
+    not forked, so that it is safe next to CUDA."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    return pool
+
+
+def _n_workers(opts: PredictOptions, n_images: int) -> int:
+    if opts.workers is not None:
+        return max(0, opts.workers)
+    cpus = os.cpu_count() or 1
+    return cpus - 1 if cpus > 2 and n_images > 1 else 0
+
+
+def _build(
+    jobs: list[_Job], pieces: list[tuple[int, np.ndarray]], opts: PredictOptions
+) -> tuple[np.ndarray, list[_Meta]]:
+    arrays: list[np.ndarray] = []
+    metas: list[_Meta] = []
+    for j, idx in pieces:
         job = jobs[j]
-        click = job.rc[i] - origin
-        patch = keep_clicked_component(
-            prob,
-            (int(click[0]), int(click[1])),
-            threshold=opts.threshold,
-            min_size=opts.min_size,
-            fallback_radius=opts.fallback_radius,
+        inputs, origins = build_inputs(
+            job.image, job.rc, idx, patch_size=opts.patch_size, same_nucleus=job.same_as
         )
-        job.patches[i], job.origins[i] = _crop(patch, origin)
-        job.fallback[i] = patch.fallback
+        arrays.append(inputs)
+        metas.extend((j, int(i), o) for i, o in zip(idx, origins, strict=True))
+    return np.concatenate(arrays), metas
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -164,45 +251,41 @@ def predict_many(
     jobs = [
         _prepare(img, pts, opts, k) for k, (img, pts) in enumerate(zip(images, points, strict=True))
     ]
-    # Pipelined: the next batch is built and launched before the previous one is
-    # post-processed, so that on a GPU the network and the CPU work overlap.
-    pending: tuple[torch.Tensor, list[tuple[int, int, np.ndarray]]] | None = None
+    workers = _n_workers(opts, len(jobs))
+    collector = _Collector(jobs, opts, _pool(workers) if workers else None)
+    # On CUDA, batch k's probabilities are copied to pinned memory right behind its forward
+    # pass and post-processed while the GPU computes batch k + 1.
+    pending: tuple[torch.Tensor, torch.cuda.Event | None, list[_Meta]] | None = None
     for pieces in _batches(jobs, opts.batch_size):
-        arrays: list[np.ndarray] = []
-        metas: list[tuple[int, int, np.ndarray]] = []
-        for j, idx in pieces:
-            job = jobs[j]
-            inputs, origins = build_inputs(
-                job.image, job.rc, idx, patch_size=opts.patch_size, same_nucleus=job.same_as
-            )
-            arrays.append(inputs)
-            metas.extend((j, int(i), o) for i, o in zip(idx, origins, strict=True))
-        stacked = np.concatenate(arrays)
+        stacked, metas = _build(jobs, pieces, opts)
         if dev.type == "cuda" and len(stacked) < opts.batch_size:  # one shape: no re-tuning
-            stacked = np.concatenate(
-                [
-                    stacked,
-                    np.zeros((opts.batch_size - len(stacked), *stacked.shape[1:]), np.float32),
-                ]
-            )
+            pad = np.zeros((opts.batch_size - len(stacked), *stacked.shape[1:]), np.float32)
+            stacked = np.concatenate([stacked, pad])
         batch = torch.from_numpy(stacked).to(dev, non_blocking=True)
         with _autocast(dev, opts.amp):
             logits = model(batch)
+        probs = torch.sigmoid(logits.float())[: len(metas), 0]
+        event = None
+        if dev.type == "cuda":
+            host = torch.empty(probs.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(probs, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            probs = host
         if pending is not None:
-            _postprocess(jobs, *pending, opts)
-        pending = (torch.sigmoid(logits.float())[: len(metas), 0], metas)
+            _hand_over(collector, *pending)
+        pending = (probs, event, metas)
     if pending is not None:
-        _postprocess(jobs, *pending, opts)
-    results = []
-    for job in jobs:
-        labels = resolve_overlaps(job.shape, job.rc, job.patches, job.origins)
-        job.fallback = job.fallback[job.same_as]
-        results.append(
-            finalize(
-                labels, job.rc, fallback=job.fallback, same_as=job.same_as, segmenter="nuclick"
-            )
-        )
-    return results
+        _hand_over(collector, *pending)
+    return collector.finish()
+
+
+def _hand_over(
+    collector: _Collector, probs: torch.Tensor, event: torch.cuda.Event | None, metas: list[_Meta]
+) -> None:
+    if event is not None:
+        event.synchronize()
+    collector.add(probs.cpu().numpy(), metas)
 
 
 def predict(
