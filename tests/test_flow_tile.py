@@ -36,3 +36,15 @@ def test_tile_flow_matches_direct_run_and_reports_failures(
     artifact = Artifact.get("tiles-per-slide")
     # Artifact.get is sync here (it returns a coroutine only inside async code).
     assert artifact is not None and "bad" in str(getattr(artifact, "data", ""))
+
+
+@pytest.mark.prefect
+def test_cli_runs_the_flow_with_only_the_flags_given(tmp_path: Path, prefect_harness: None) -> None:
+    """Unset flags must not reach the flow as None overrides (they would override the file)."""
+    ws = tmp_path / "ws"
+    assert main(["init", str(ws)]) == 0
+    write_slide(ws / "a.tiff", tissue_image(2048, 2048, seed=1), mpp=0.25)
+    (ws / "slides.csv").write_text("slide_id,path,indication\na,a.tiff,LUAD\n")
+    assert main(["tile", "-w", str(ws), "--prefect", "--tissue-threshold", "0.9"]) == 0
+    tiles = read_table(ws / "tiles.parquet", TILES)
+    assert len(tiles) == 1 and (tiles["tissue_fraction"] >= 0.9).all()  # 4 at the default 0.5

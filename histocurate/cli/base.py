@@ -52,13 +52,24 @@ PrefectOption = Annotated[
 ]
 
 
-def config_for(workspace: Path, overrides: dict[str, Any] | None = None) -> HistocurateConfig:
-    """Load the workspace's configuration with CLI flag overrides (None values dropped)."""
+def flag_overrides(sections: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """CLI flags as configuration overrides, ready for `load_config` and flow parameters.
+
+    Flags left unset (None) are dropped, so they do not override the file or environment;
+    paths become strings, since flow parameters must be JSON; empty sections are dropped.
+    """
     cleaned = {
-        section: {k: v for k, v in values.items() if v is not None}
-        for section, values in (overrides or {}).items()
+        section: {
+            k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None
+        }
+        for section, values in sections.items()
     }
-    return load_config(workspace, {k: v for k, v in cleaned.items() if v})
+    return {section: values for section, values in cleaned.items() if values}
+
+
+def config_for(workspace: Path, overrides: dict[str, Any] | None = None) -> HistocurateConfig:
+    """Load the workspace's configuration with CLI flag overrides (unset flags dropped)."""
+    return load_config(workspace, flag_overrides(overrides or {}))
 
 
 def use_prefect(flag: bool | None) -> bool:

@@ -16,6 +16,7 @@ from histocurate.cli.base import (
     app,
     config_for,
     console,
+    flag_overrides,
     use_prefect,
 )
 
@@ -62,21 +63,22 @@ def consensus(
 ) -> None:
     """Consensus of the annotators: masks.parquet -> consensus.parquet, QuPath GeoJSON,
     overlays and the agreement report (reports/consensus/)."""
-    overrides = {
-        "consensus": {
-            "iou_threshold": iou_threshold,
-            "min_annotators": min_annotators,
-            "label_rule": label_rule.value if label_rule else None,
-            "resegment": resegment,
-            "overlays": overlays,
+    overrides = flag_overrides(
+        {
+            "consensus": {
+                "iou_threshold": iou_threshold,
+                "min_annotators": min_annotators,
+                "label_rule": label_rule.value if label_rule else None,
+                "resegment": resegment,
+                "overlays": overlays,
+            }
         }
-    }
+    )
     config = config_for(workspace, overrides)
     if use_prefect(prefect):
         from flows.consensus import consensus_flow
 
-        cleaned = {"consensus": {k: v for k, v in overrides["consensus"].items() if v is not None}}
-        summary = consensus_flow(str(config.workspace), cleaned, segment=False)
+        summary = consensus_flow(str(config.workspace), overrides, segment=False)
         console.print(f"{summary['nuclei']} consensus nuclei written to {summary['table']}")
         return
     from histocurate.consensus.stage import run_consensus

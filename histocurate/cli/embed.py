@@ -16,6 +16,7 @@ from histocurate.cli.base import (
     config_for,
     console,
     exit_for_outcomes,
+    flag_overrides,
     progress_bar,
     use_prefect,
 )
@@ -75,9 +76,8 @@ def embed(
         if not field:
             raise UserInputError(f"--weights: encoder {chosen!r} takes no weights")
         section[field] = str(weights.expanduser().resolve())
-    overrides = {"features": section}
+    overrides = flag_overrides({"features": section})
     config = config_for(workspace, overrides)
-    overrides = {"features": {k: v for k, v in section.items() if v is not None}}
     slide_ids = [s.strip() for s in slides.split(",") if s.strip()] if slides else None
     address = config.features.dask_address
     distributed = bool(address or dask_workers)

@@ -13,6 +13,7 @@ from histocurate.cli.base import (
     app,
     console,
     err_console,
+    flag_overrides,
     use_prefect,
 )
 from histocurate.config import load_config
@@ -82,21 +83,15 @@ def evaluate(
     from histocurate.metrics.output import check_output_path, evaluate_files, write_evaluation
     from histocurate.metrics.report import rich_tables
 
-    overrides = {
-        "evaluate": {
-            k: v
-            for k, v in {
-                "iou_threshold": iou_threshold,
-                "match_radius_px": radius,
-                "bootstrap": bootstrap,
-                "seed": seed,
-                "multilabel": multilabel,
-                "aggregate": aggregate,
-            }.items()
-            if v is not None
-        }
+    section = {
+        "iou_threshold": iou_threshold,
+        "match_radius_px": radius,
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "multilabel": multilabel,
+        "aggregate": aggregate,
     }
-    config = load_config(workspace, {k: v for k, v in overrides.items() if v}, require_file=False)
+    config = load_config(workspace, flag_overrides({"evaluate": section}), require_file=False)
     ev = config.evaluate
     options = EvaluationOptions(
         iou_threshold=ev.iou_threshold,

@@ -14,6 +14,7 @@ from histocurate.cli.base import (
     app,
     config_for,
     console,
+    flag_overrides,
     use_prefect,
 )
 
@@ -45,26 +46,21 @@ def segment(
 ) -> None:
     """Clicks to masks: points.parquet -> masks.parquet (one file per tile, resumable);
     overlays and summary in reports/segment/."""
-    overrides = {
-        "segment": {
-            "segmenter": segmenter.value if segmenter else None,
-            "checkpoint": checkpoint.resolve() if checkpoint else None,
-            "device": device,
-            "batch_size": batch_size,
+    overrides = flag_overrides(
+        {
+            "segment": {
+                "segmenter": segmenter.value if segmenter else None,
+                "checkpoint": checkpoint.resolve() if checkpoint else None,
+                "device": device,
+                "batch_size": batch_size,
+            }
         }
-    }
+    )
     config = config_for(workspace, overrides)
     if use_prefect(prefect):
         from flows.segment import segment_flow
 
-        cleaned = {
-            "segment": {
-                k: str(v) if isinstance(v, Path) else v
-                for k, v in overrides["segment"].items()
-                if v is not None
-            }
-        }
-        summary = segment_flow(str(config.workspace), cleaned, force=force)
+        summary = segment_flow(str(config.workspace), overrides, force=force)
         console.print(f"{summary['masks']} masks written ({summary['segmenter']})")
         return
     from histocurate.cli.base import progress_bar

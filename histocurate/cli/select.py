@@ -14,6 +14,7 @@ from histocurate.cli.base import (
     app,
     config_for,
     console,
+    flag_overrides,
     track,
     use_prefect,
 )
@@ -73,7 +74,7 @@ def select(
         "encoders": _split(encoders, what="--encoders"),
         "labels": str(labels.expanduser().resolve()) if labels else None,
     }
-    overrides = {"selection": {k: v for k, v in section.items() if v is not None}}
+    overrides = flag_overrides({"selection": section})
     config = config_for(workspace, overrides)
     if use_prefect(prefect):
         from flows.select import select_flow

@@ -15,6 +15,7 @@ from histocurate.cli.base import (
     config_for,
     console,
     exit_for_outcomes,
+    flag_overrides,
     track,
     use_prefect,
 )
@@ -35,13 +36,12 @@ def tile(
     prefect: PrefectOption = None,
 ) -> None:
     """Find tissue and cut each slide of the manifest into 112 um tiles (tiles.parquet)."""
-    overrides = {
-        "tiling": {
-            "tile_size_um": tile_size_um,
-            "tissue_threshold": tissue_threshold,
-            "target_mpp": target_mpp,
-        }
+    tiling = {
+        "tile_size_um": tile_size_um,
+        "tissue_threshold": tissue_threshold,
+        "target_mpp": target_mpp,
     }
+    overrides = flag_overrides({"tiling": tiling})
     config = config_for(workspace, overrides)
     if use_prefect(prefect):
         from flows.tile import tile_flow
