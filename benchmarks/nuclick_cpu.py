@@ -4,7 +4,14 @@
 every script in this folder.)
 
 Each mode runs in its own process (peak resident memory is per process). Random weights
-(speed does not depend on them).
+(the network's speed does not depend on them).
+
+Then post-processing alone (probability maps -> instance maps and polygons), before and
+after the speed-up in the same run: the plain per-click reference (`nuclick.reference`)
+and the fast path (`nuclick.postprocess.from_probabilities`), in one process and over a
+pool of ``--threads`` processes, on realistic probability maps (synthetic H&E tiles,
+clicks at true centroids, maps made from the truth: see `benchmarks/gpu_nuclick.py`),
+because random weights give noise masks that are far slower to post-process.
 
     python benchmarks/nuclick_cpu.py [--width 1.0] [--clicks 64] [--batch 64] [--threads 2]
 """
@@ -14,7 +21,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -48,6 +57,7 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-post", dest="post", action="store_false", help="skip post-processing")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     rows = []
@@ -66,6 +76,16 @@ def main() -> None:
     print(f"{'mode':<16} {'nuclei/s':>9} {'seconds':>8} {'peak RSS MiB':>13}")
     for mode, rate, seconds, rss in rows:
         print(f"{mode:<16} {rate:>9.2f} {seconds:>8.2f} {rss / 1024:>13.0f}")
+    if args.post:
+        from gpu_nuclick import postprocess_rows, realistic_tiles
+
+        with tempfile.TemporaryDirectory() as tmp:
+            tiles = realistic_tiles(Path(tmp), slides=1, size=1792)
+        n = sum(len(t.points) for t in tiles)
+        print(f"\nPost-processing only, realistic maps: {len(tiles)} tiles of 448 px, {n} clicks")
+        print(f"{'path':<40} {'clicks/s':>9}")
+        for key, value in postprocess_rows(tiles, args.threads):
+            print(f"{key:<40} {value:>9}")
 
 
 if __name__ == "__main__":

@@ -87,8 +87,11 @@ def build_inputs(
     patch_size: int,
     exclusion_rc: np.ndarray | None = None,
     same_nucleus: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network input (len(index), 5, P, P) float32 for the clicks ``rc[index]``.
+
+    ``out``: where to write it (a slice of a reused batch buffer), else a new array.
 
     ``image`` is already padded (`pad_to_patch`). Exclusion points are ``exclusion_rc``
     (default: all of ``rc``) minus the click itself; ``same_nucleus`` (N,) groups clicks
@@ -99,7 +102,7 @@ def build_inputs(
     others = rc if exclusion_rc is None else exclusion_rc
     origins = patch_origins(rc[index], image.shape[:2], patch_size)
     n = len(index)
-    batch = np.empty((n, 5, patch_size, patch_size), dtype=np.float32)
+    batch = np.empty((n, 5, patch_size, patch_size), dtype=np.float32) if out is None else out
     windows = np.lib.stride_tricks.sliding_window_view(image, (patch_size, patch_size), (0, 1))
     np.divide(windows[origins[:, 0], origins[:, 1]], np.float32(255.0), out=batch[:, :3])
     batch[:, 3:] = 0.0

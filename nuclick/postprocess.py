@@ -252,8 +252,7 @@ def finalize(
         view[own & (comps != keep)] = 0
     instance_of = np.zeros(n, dtype=np.int32)
     merged = np.zeros(n, dtype=bool)
-    present = np.zeros(n + 1, dtype=bool)
-    present[np.unique(labels)] = True
+    present = np.bincount(labels.ravel(), minlength=n + 1) > 0
     for i in range(n):
         owner = same_as[i]
         if present[owner + 1]:

@@ -210,19 +210,49 @@ def _n_workers(opts: PredictOptions, n_images: int) -> int:
     return cpus - 1 if cpus > 2 and n_images > 1 else 0
 
 
-def _build(
-    jobs: list[_Job], pieces: list[tuple[int, np.ndarray]], opts: PredictOptions
-) -> tuple[np.ndarray, list[_Meta]]:
-    arrays: list[np.ndarray] = []
-    metas: list[_Meta] = []
-    for j, idx in pieces:
-        job = jobs[j]
-        inputs, origins = build_inputs(
-            job.image, job.rc, idx, patch_size=opts.patch_size, same_nucleus=job.same_as
-        )
-        arrays.append(inputs)
-        metas.extend((j, int(i), o) for i, o in zip(idx, origins, strict=True))
-    return np.concatenate(arrays), metas
+class _Inputs:
+    """Reused input buffers (no 80 MB allocation and copy per batch); on CUDA two pinned
+    ones, alternating, so that the host-to-device copy is asynchronous."""
+
+    def __init__(self, opts: PredictOptions, dev: torch.device) -> None:
+        p, self.dev = opts.patch_size, dev
+        shape = (opts.batch_size, 5, p, p)
+        pinned = dev.type == "cuda"
+        self.buffers = [torch.empty(shape, pin_memory=pinned) for _ in range(1 + pinned)]
+        self.events: list[torch.cuda.Event | None] = [None] * len(self.buffers)
+        self.turn = 0
+
+    def build(
+        self, jobs: list[_Job], pieces: list[tuple[int, np.ndarray]], opts: PredictOptions
+    ) -> tuple[torch.Tensor, list[_Meta]]:
+        k = self.turn = (self.turn + 1) % len(self.buffers)
+        event = self.events[k]
+        if event is not None:
+            event.synchronize()  # its last copy to the GPU is done
+        host = self.buffers[k].numpy()
+        metas: list[_Meta] = []
+        filled = 0
+        for j, idx in pieces:
+            job = jobs[j]
+            out = host[filled : filled + len(idx)]
+            _, origins = build_inputs(
+                job.image,
+                job.rc,
+                idx,
+                patch_size=opts.patch_size,
+                same_nucleus=job.same_as,
+                out=out,
+            )
+            filled += len(idx)
+            metas.extend((j, int(i), o) for i, o in zip(idx, origins, strict=True))
+        if self.dev.type != "cuda":
+            return self.buffers[k][:filled], metas
+        host[filled:] = 0.0  # one shape on the GPU: no re-tuning for a short last batch
+        batch = self.buffers[k].to(self.dev, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        self.events[k] = copied
+        return batch, metas
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -256,12 +286,9 @@ def predict_many(
     # On CUDA, batch k's probabilities are copied to pinned memory right behind its forward
     # pass and post-processed while the GPU computes batch k + 1.
     pending: tuple[torch.Tensor, torch.cuda.Event | None, list[_Meta]] | None = None
+    inputs = _Inputs(opts, dev)
     for pieces in _batches(jobs, opts.batch_size):
-        stacked, metas = _build(jobs, pieces, opts)
-        if dev.type == "cuda" and len(stacked) < opts.batch_size:  # one shape: no re-tuning
-            pad = np.zeros((opts.batch_size - len(stacked), *stacked.shape[1:]), np.float32)
-            stacked = np.concatenate([stacked, pad])
-        batch = torch.from_numpy(stacked).to(dev, non_blocking=True)
+        batch, metas = inputs.build(jobs, pieces, opts)
         with _autocast(dev, opts.amp):
             logits = model(batch)
         probs = torch.sigmoid(logits.float())[: len(metas), 0]
