@@ -144,7 +144,7 @@ def pipeline(
     probs = np.concatenate([t.case[3] for t in tiles])
     model = OracleOutput(probs, net, device)
     images, points = [t.image for t in tiles], [t.points for t in tiles]
-    predict_many(images[:3], points[:3], model, options=opts, device=device)  # warm-up, pool
+    predict_many(images[:8], points[:8], model, options=opts, device=device)  # warm-up, pool
     model.seen = 0
     if device == "cuda":
         torch.cuda.synchronize()
