@@ -105,7 +105,13 @@ def rich_tables(table: pd.DataFrame) -> list[Table]:
     for key, frame in summary_frames(table).items():
         t = Table(title=_title(key), title_justify="left")
         for i, col in enumerate(frame.columns):
-            t.add_column(str(col), justify="left" if i == 0 else "right", no_wrap=i > 0)
+            # The first column names the row: never squeeze it out on a narrow terminal;
+            # values wrap between the estimate and its interval instead.
+            first = i == 0
+            width = max(len(str(v)) for v in (col, *frame[col])) if first else None
+            t.add_column(
+                str(col), justify="left" if first else "right", no_wrap=first, min_width=width
+            )
         for _, row in frame.iterrows():
             t.add_row(*(str(v) for v in row))
         out.append(t)
