@@ -34,7 +34,17 @@ def test_presence_mlp_is_a_balanced_sklearn_classifier() -> None:
     model = PresenceMLP((16,), n_members=3, epochs=30, learning_rate=1e-2).fit(X, y)
     assert model.predict_proba(X).shape == (len(X), 2)
     assert model.member_proba(X).shape == (3, len(X), 2)
-    assert (balanced_accuracy(y, model.predict_proba(X)) > 0.85).all()  # rare positives found
+    balanced = model.member_proba(X, balanced=True).mean(axis=0)
+    assert (balanced_accuracy(y, balanced) > 0.85).all()  # rare positives found
+    assert (balanced_accuracy(y, model.predict(X)) > 0.85).all()  # predict: balanced decision
+    # predict_proba is P(presence) at the training prevalence (prior shift), not the balanced
+    # score: on average it matches the prevalence, the balanced score is higher
+    p = model.predict_proba(X)
+    assert np.allclose(p.mean(axis=0), y.mean(axis=0), atol=0.06)
+    assert (balanced.mean(axis=0) > p.mean(axis=0) + 0.05).all()
+    shift = model.member_logits(X, balanced=True) - model.member_logits(X)
+    prior = np.log(model.prevalence_ / (1 - model.prevalence_))
+    np.testing.assert_allclose(shift, np.broadcast_to(-prior, shift.shape), atol=1e-4)
     again = clone(model).fit(X, y)
     np.testing.assert_array_equal(again.member_proba(X), model.member_proba(X))
     single = PresenceMLP((8, 4), epochs=10).fit(X, y[:, 0])

@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from histocurate.errors import UserInputError
-from histocurate.selection.presence import Candidate, PresenceMLP
+from histocurate.selection.presence import Candidate, PresenceMLP, sigmoid
 from histocurate.selection.scalers import GroupMoments, ScalerKind, ZScaler
 from histocurate.selection.seeds import int_seed
 
@@ -77,13 +77,32 @@ class FittedCandidate:
     scaler: ZScaler
     model: PresenceMLP
 
-    def member_proba(
-        self, features: dict[str, np.ndarray], *, slides: np.ndarray, cohorts: np.ndarray
+    def member_logits(
+        self,
+        features: dict[str, np.ndarray],
+        *,
+        slides: np.ndarray,
+        cohorts: np.ndarray,
+        balanced: bool = False,
     ) -> np.ndarray:
-        """(members, n, T) probabilities for new rows."""
+        """(members, n, T) logits of P(presence) for new rows (class-balanced scores when
+        ``balanced``: see `histocurate.selection.presence`)."""
         groups = {"global": None, "slide": slides, "cohort": cohorts}[self.candidate.scaler]
         X = self.scaler.transform(features[self.candidate.feature_set], groups=groups)
-        return self.model.member_proba(X)
+        return self.model.member_logits(X, balanced=balanced)
+
+    def member_proba(
+        self,
+        features: dict[str, np.ndarray],
+        *,
+        slides: np.ndarray,
+        cohorts: np.ndarray,
+        balanced: bool = False,
+    ) -> np.ndarray:
+        """(members, n, T) probabilities of presence for new rows (see `member_logits`)."""
+        return sigmoid(
+            self.member_logits(features, slides=slides, cohorts=cohorts, balanced=balanced)
+        )
 
 
 def fit_candidate(
@@ -189,6 +208,7 @@ def cv_scores(
             {k: v[test] for k, v in data.features.items()},
             slides=data.slides[test],
             cohorts=data.cohorts[test],
+            balanced=True,  # for balanced accuracy: the balanced score's 0.5 decides
         ).mean(axis=0)
         scores.append(balanced_accuracy(data.labels[test], p))
     return np.array(scores)
@@ -280,6 +300,7 @@ def choose_models(
                 {k: v[test] for k, v in data.features.items()},
                 slides=data.slides[test],
                 cohorts=data.cohorts[test],
+                balanced=True,  # for balanced accuracy: the balanced score's 0.5 decides
             ).mean(axis=0)
             bacc = balanced_accuracy(data.labels[test], p)
             for t, type_ in enumerate(data.types):

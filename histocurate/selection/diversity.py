@@ -4,6 +4,13 @@ Clusters of a slide's feature space stand for its tissue patterns (tumour, strom
 inflammation, necrosis...). One tile per cluster gives every pattern of every slide a seat
 in the pool, however rare it is on the slide; the final random draw then samples that pool
 (`histocurate.selection.draw`).
+
+K-means runs on the slide's features z-scored per dimension (`standardise`). Euclidean
+K-means on raw features clusters by whichever dimensions have the largest units: on the
+built-in features one dimension (largest nucleus area, in um^2) carried ~90% of the variance
+and the top five (all nuclear areas) 99% (measured on a synthetic slide), so the "patterns"
+were nucleus-size bins, not tissue. Z-scoring gives every feature an equal say; for
+embeddings whose dimensions are already commensurate it changes little.
 """
 
 from __future__ import annotations
@@ -42,6 +49,16 @@ def kmeans_labels(X: np.ndarray, n_clusters: int, *, seed: int, max_iter: int = 
         return km.fit_predict(np.asarray(X, dtype=np.float32)).astype(np.int64)
 
 
+def standardise(X: np.ndarray) -> np.ndarray:
+    """Each column z-scored by its own mean and std over the rows (constant columns: 0)."""
+    X = np.asarray(X, dtype=np.float32)
+    if len(X) == 0:
+        return X
+    mean = X.mean(axis=0, dtype=np.float64)
+    std = X.std(axis=0, dtype=np.float64)
+    return ((X - mean) / np.where(std < 1e-6, 1.0, std)).astype(np.float32)
+
+
 def one_per_cluster(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Row index of one random member of each cluster, in cluster order."""
     picks = []
@@ -54,7 +71,8 @@ def one_per_cluster(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def diversity_pool(
     tile_ids: np.ndarray, X: np.ndarray, *, slide_id: str, n_clusters: int = 20, seed: int = 0
 ) -> ClusterPick:
-    """The slide's diversity pool: K-means with ``n_clusters``, one random tile per cluster.
+    """The slide's diversity pool: K-means with ``n_clusters`` on the slide's z-scored
+    features (see module doc), one random tile per cluster.
 
     Depends only on the slide's tiles, ``slide_id`` and ``seed`` (not on other slides or
     the order slides are processed in). Rows are taken in tile-id order, so a features
@@ -64,6 +82,8 @@ def diversity_pool(
         raise ValueError(f"{slide_id}: {len(tile_ids)} tile ids for {len(X)} feature rows")
     order = np.argsort(tile_ids, kind="stable")
     ids, values = np.asarray(tile_ids)[order], np.asarray(X)[order]
-    labels = kmeans_labels(values, n_clusters, seed=int_seed(seed, "diversity-kmeans", slide_id))
+    labels = kmeans_labels(
+        standardise(values), n_clusters, seed=int_seed(seed, "diversity-kmeans", slide_id)
+    )
     rows = one_per_cluster(labels, rng_for(seed, "diversity-pick", slide_id))
     return ClusterPick(ids[rows], labels[rows])

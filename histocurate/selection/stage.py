@@ -30,8 +30,8 @@ from histocurate.selection.cv import (
     choose_models,
     fit_candidate,
 )
-from histocurate.selection.diversity import ClusterPick, diversity_pool
-from histocurate.selection.presence import make_candidates
+from histocurate.selection.diversity import ClusterPick, diversity_pool, standardise
+from histocurate.selection.presence import make_candidates, sigmoid
 from histocurate.selection.scalers import GroupMoments
 from histocurate.selection.seeds import int_seed
 from histocurate.selection.sources import FeatureSource
@@ -240,8 +240,8 @@ def score_slide(
     feats = source.load(slide.slide_id)
     n = len(feats)
     slides, cohorts = np.full(n, slide.slide_id), np.full(n, slide.cohort)
-    probs = {
-        name: f.member_proba(feats.values, slides=slides, cohorts=cohorts)
+    logits = {
+        name: f.member_logits(feats.values, slides=slides, cohorts=cohorts)
         for name, f in models.fitted.items()
     }
     rare_rows: list[dict[str, Any]] = []
@@ -249,7 +249,8 @@ def score_slide(
     predicted = {}
     for t in models.types:
         name, col = models.type_model[t]
-        stats = ensemble_stats(probs[name][:, :, col])
+        member_logits = logits[name][:, :, col]
+        stats = ensemble_stats(sigmoid(member_logits))
         encoder = models.fitted[name].candidate.feature_set
         predicted[t] = int((stats.mean > 0.5).sum())
         base = {
@@ -261,7 +262,9 @@ def score_slide(
             "model": name,
         }
         if "rare" in config.arms and n:
-            top = np.argsort(-stats.mean, kind="stable")[: config.top_per_slide]
+            # best mean P first; ties (float32 P saturates at 1 for confident tiles, which
+            # then came out in tile-id order) broken by the members' mean logit
+            top = np.lexsort((-member_logits.mean(axis=0), -stats.mean))[: config.top_per_slide]
             for r in top.tolist():
                 rare_rows.append(base | _why(feats.tile_ids[r], stats, r))
         mask = uncertain_mask(
@@ -279,7 +282,7 @@ def score_slide(
         bald = np.array([unc_best[r][0] for r in rows])
         low, high = config.uncertainty_clusters
         picks, clusters = uncertainty_representatives(
-            feats.values[source.encoders[0]][rows],
+            standardise(feats.values[source.encoders[0]])[rows],  # the slide's z-scores
             bald,
             slide_id=slide.slide_id,
             seed=config.seed,
