@@ -77,6 +77,14 @@ def test_full_selection_is_reproducible_and_explained() -> None:
     assert unc["cluster_id"].notna().all() and (unc["rare_score"] > 0.4).all()
     assert result.n_candidates == 12 and result.cv is not None
     assert len(result.predicted) == 4 and len(result.per_slide) == 4
+    # the rare pool before the draw: top 2 per slide and type, best first within a slide
+    pool = result.rare_pool
+    assert (pool.groupby(["slide_id", "rare_type"]).size() == 2).all()
+    assert len(pool) == 4 * 2 * pool["rare_type"].nunique() and set(rare["tile_id"]) <= set(
+        pool["tile_id"]
+    )
+    firsts = pool.groupby(["slide_id", "rare_type"], sort=False)["rare_score"]
+    assert (firsts.first() >= firsts.last()).all()
     again = _run(config)
     pd.testing.assert_frame_equal(again.selection, sel)
     other = _run(SelectionConfig(**FAST | {"seed": 1}))

@@ -67,6 +67,9 @@ class SelectionResult:
     labelled_tiles: int
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # every tile the rare arm kept (top per slide and type, before the merge and the draw;
+    # a tile kept for two types has two rows): POOL_COLUMNS
+    rare_pool: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=POOL_COLUMNS))
 
 
 def _diversity_rows(scans: Sequence[SlideScan], encoder: str) -> pd.DataFrame:
@@ -273,6 +276,7 @@ def run_selection(
         models.labelled_tiles if models else 0,
         notes,
         timings,
+        _records([r for s in scores for r in s.rare]),
     )
 
 
