@@ -28,4 +28,3 @@ __all__ = [
     "write_benchmark_slide",
     "write_manifest",
 ]
-
