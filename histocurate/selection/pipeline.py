@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_schema import SELECTION
 from histocurate.config import SelectionConfig
 from histocurate.errors import UserInputError
 from histocurate.selection.cv import CVResult
@@ -35,21 +36,7 @@ from histocurate.selection.stage import (
 from histocurate.selection.uncertainty import clipped_weights
 
 Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
-SELECTION_COLUMNS = [
-    "tile_id",
-    "slide_id",
-    "indication",
-    "arm",
-    "encoder",
-    "cluster_id",
-    "rare_type",
-    "rare_score",
-    "model",
-    "bald",
-    "entropy",
-    "variation_ratio",
-    "draw_weight",
-]
+SELECTION_COLUMNS = SELECTION.column_names  # the columns of selection.parquet
 
 
 @dataclass
