@@ -26,6 +26,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from synthetic_workspace import synthetic_workspace  # noqa: E402  (benchmarks/ is on sys.path)
+
 from data_schema import TILES, TRUTH  # noqa: E402
 from histocurate.config import load_config  # noqa: E402
 from histocurate.features import embed_workspace, load_features  # noqa: E402
@@ -33,42 +35,13 @@ from histocurate.io import read_table  # noqa: E402
 from histocurate.labels import RARE_LABELS  # noqa: E402
 from histocurate.workspace import Workspace  # noqa: E402
 
-INDICATIONS = ["LUAD", "LUSC", "COAD", "MESO", "BLCA", "PAAD", "OV", "BRCA"]
-
-
-def build_workspace(root: Path, *, per_indication: int, size: int, workers: int) -> Workspace:
-    """Synthetic cohort -> manifest -> tiles (each step skipped when already done)."""
-    from histocurate.cli.app import main
-    from histocurate.synth import generate_cohort, write_manifest
-
-    workspace = Workspace(root.resolve())
-    if not workspace.config_file.exists():
-        assert main(["init", str(root)]) == 0
-    t0 = time.perf_counter()
-    slides = generate_cohort(
-        workspace.synthetic,
-        indications=INDICATIONS,
-        slides_per_indication=per_indication,
-        width_px=size,
-        height_px=size,
-        workers=workers,
-    )
-    write_manifest(slides, root / "slides.csv")
-    print(f"cohort: {len(slides)} slides of {size} px ({time.perf_counter() - t0:.0f} s)")
-    t0 = time.perf_counter()
-    code = main(["tile", "-w", str(root), "--no-prefect"])
-    assert code == 0, f"tiling failed ({code})"
-    print(f"tiling: {time.perf_counter() - t0:.0f} s")
-    return workspace
-
 
 def presence_labels(workspace: Workspace, tile_ids: np.ndarray) -> pd.DataFrame:
     """0/1 per tile (rows, in ``tile_ids`` order) and rare type (columns)."""
     from histocurate.synth import truth_in_tiles
 
     tiles = read_table(workspace.tiles, TILES)
-    truth_dir = workspace.synthetic / "truth.parquet"
-    truth = read_table(truth_dir, TRUTH, columns=["slide_id", "nucleus_id", "x", "y", "label",
+    truth = read_table(workspace.truth, TRUTH, columns=["slide_id", "nucleus_id", "x", "y", "label",
                                                   "polygon"])  # fmt: skip
     inside = truth_in_tiles(truth, tiles)
     counts = pd.crosstab(inside["tile_id"], inside["label"])
@@ -137,7 +110,7 @@ def main() -> int:
     parser.add_argument("--force-features", action="store_true")
     args = parser.parse_args()
 
-    workspace = build_workspace(
+    workspace = synthetic_workspace(
         args.workspace, per_indication=args.slides_per_indication, size=args.size,
         workers=args.workers,
     )  # fmt: skip

@@ -41,6 +41,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from synthetic_workspace import synthetic_workspace  # noqa: E402  (benchmarks/ is on sys.path)
+
 from data_schema import TILES, TRUTH  # noqa: E402
 from histocurate.config import SelectionConfig, load_config  # noqa: E402
 from histocurate.io import read_table  # noqa: E402
@@ -50,7 +52,6 @@ from histocurate.selection.pipeline import run_selection  # noqa: E402
 from histocurate.selection.sources import WorkspaceFeatures  # noqa: E402
 from histocurate.workspace import Workspace  # noqa: E402
 
-INDICATIONS = ["LUAD", "LUSC", "COAD", "MESO", "BLCA", "PAAD", "OV", "BRCA"]
 TYPES = list(RARE_LABELS)
 
 
@@ -58,26 +59,9 @@ def build_workspace(
     root: Path, *, per_indication: int, size: int, encoder: str, workers: int
 ) -> Workspace:
     """Synthetic cohort -> tiles -> features (each step skipped when already done)."""
-    from histocurate.cli.app import main
     from histocurate.features import embed_workspace
-    from histocurate.synth import generate_cohort, write_manifest
 
-    ws = Workspace(root.resolve())
-    if not ws.config_file.exists():
-        assert main(["init", str(root)]) == 0
-    if not ws.tiles.exists():
-        t0 = time.perf_counter()
-        slides = generate_cohort(
-            ws.synthetic,
-            indications=INDICATIONS,
-            slides_per_indication=per_indication,
-            width_px=size,
-            height_px=size,
-            workers=workers,
-        )
-        write_manifest(slides, root / "slides.csv")
-        print(f"cohort: {len(slides)} slides of {size} px ({time.perf_counter() - t0:.0f} s)")
-        assert main(["tile", "-w", str(root), "--no-prefect"]) == 0
+    ws = synthetic_workspace(root, per_indication=per_indication, size=size, workers=workers)
     if not ws.features(encoder).is_dir() or not any(ws.features(encoder).glob("*.parquet")):
         config = load_config(ws.root, {"features": {"num_workers": workers}})
         embed_workspace(config, encoder=encoder)
