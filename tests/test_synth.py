@@ -168,6 +168,25 @@ def test_default_cohort_has_every_type_and_clustered_rare_types() -> None:
         assert top / values.sum() > 0.4, rare
 
 
+def test_rare_types_are_rare_on_realistic_slides() -> None:
+    """Selection is measured on this cohort: a "rare" type must be rare, as in real tissue
+    (a few per cent of nuclei at most), or enriching it means little."""
+    from histocurate.config import SynthConfig
+    from histocurate.synth.cohort import cohort_of, slide_seed
+
+    layouts = [
+        build_slide(indication=ind, cohort=cohort_of(ind, 0), width=8192, height=8192,
+                    mpp=0.25, seed=slide_seed(0, ind, 0))
+        for ind in SynthConfig().indications
+    ]  # fmt: skip
+    labels = np.concatenate([m.cells.label for m in layouts])
+    share = np.bincount(labels, minlength=len(LABELS)) / len(labels)
+    for rare in RARE_LABELS:
+        assert 0 < share[LABELS.index(rare)] < 0.03, (rare, share[LABELS.index(rare)])
+    common = ("cancer_cell", "lymphocyte", "fibroblast")
+    assert all(share[LABELS.index(c)] > 0.1 for c in common)
+
+
 def test_truth_in_tiles_maps_to_read_region(cohort: list[SyntheticSlide]) -> None:
     record = cohort[1]
     truth = read_partition(Path(record.truth_path).parent, record.slide_id, TRUTH)

@@ -30,7 +30,7 @@ from histocurate.synth.render import Renderer
 from histocurate.synth.tiff import write_pyramid
 from histocurate.synth.truth import truth_frame
 
-FORMAT_VERSION = 1  # bump when the generator's output changes, so old slides are remade
+FORMAT_VERSION = 2  # bump when the generator's output changes, so old slides are remade
 MANIFEST_COLUMNS = ("slide_id", "path", "indication", "cohort")
 
 

@@ -24,6 +24,9 @@ F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
 COARSE = 32
 FINE = 8
+# Gaussian sigma of an inflammatory focus (um): its dense core (g > 0.4) is ~70-175 um
+# across, one or a few 112 um tiles, as eosinophil or neutrophil clusters are.
+FOCUS_SIGMA_UM = (25.0, 65.0)
 
 
 @dataclass(slots=True)
@@ -132,7 +135,7 @@ def _zones(
     muscle = smoothstep(nm, thr_m, thr_m + 0.15) * np.clip(free - inflam, 0, 1)
     stroma_like = np.clip(1 - tumour - necrosis - muscle, 0, 1) * inside
     foci = {}
-    radius = (40 / mpp, 110 / mpp)
+    radius = (FOCUS_SIGMA_UM[0] / mpp, FOCUS_SIGMA_UM[1] / mpp)
     prefs = {
         "eos_focus": (prof.eos_p, stroma_like),
         "neut_focus": (prof.neut_p, 3 * necrosis + edge + 0.3 * stroma_like),
@@ -188,7 +191,11 @@ def build_slide(
         ),
         "glands": (
             stroma_like,
-            max(1, rng.poisson(1.2 * tissue_mm2)) if rng.random() < prof.glands_p else 0,
+            (
+                max(1, rng.poisson(prof.gland_rate * tissue_mm2))
+                if rng.random() < prof.glands_p
+                else 0
+            ),
         ),
         "tumour_lumens": (
             zones[ZONES.index("tumour")] ** 2 * inside,
