@@ -54,6 +54,24 @@ def test_cli_embeds_resumes_and_forces(workspace: Path, capsys: pytest.CaptureFi
     )
 
 
+def test_a_retiled_slide_is_embedded_again_and_only_it(tmp_path: Path) -> None:
+    root = make_workspace(tmp_path / "ws")
+    config = load_config(root, {"features": {"num_workers": 0}})
+    assert {o.status for o in embed_workspace(config)} == {"done"}
+    before = load_features(root, "builtin", slide_ids=["s1"])
+    # s1 re-scanned under the same id (other tissue): `tile` retiles it, `embed` follows
+    rgb = tissue_image(1536, 1536, seed=7)
+    rgb[400:1100:20, 400:1100] = (80, 40, 140)
+    write_slide(root / "s1.tiff", rgb, mpp=0.25)  # this process has the old file open
+    assert main(["tile", "-w", str(root), "--no-prefect", "--tissue-threshold", "0.2"]) == 0
+    outcomes = {o.slide_id: o.status for o in embed_workspace(config)}
+    assert outcomes == {"s0": "skipped", "s1": "done"}
+    after = load_features(root, "builtin", slide_ids=["s1"])  # read from the new pixels
+    assert list(after.tile_ids) == list(before.tile_ids)  # same tissue outline, same tiles
+    assert np.abs(after.values - before.values).max() > 0.1
+    assert {o.status for o in embed_workspace(config)} == {"skipped"}
+
+
 def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["init", str(tmp_path / "empty")]) == 0
     assert main(["embed", "-w", str(tmp_path / "empty"), "--no-prefect"]) == 2

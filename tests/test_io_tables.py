@@ -14,7 +14,14 @@ import pytest
 
 from data_schema import SLIDES, TILES
 from histocurate.errors import SchemaError
-from histocurate.io import list_partitions, read_table, write_partition, write_table
+from histocurate.io import (
+    list_partitions,
+    provenance_token,
+    read_provenance,
+    read_table,
+    write_partition,
+    write_table,
+)
 
 
 def slides_frame(n: int = 3) -> pd.DataFrame:
@@ -37,6 +44,20 @@ def test_round_trip_keeps_values_and_stamps_schema(tmp_path: Path) -> None:
     meta = pq.read_schema(path).metadata
     assert meta[b"histocurate.schema"] == b"slides"
     assert meta[b"histocurate.schema_version"] == str(SLIDES.version).encode()
+
+
+def test_provenance_is_kept_beside_the_stamp_and_read_alone(tmp_path: Path) -> None:
+    path = write_table(slides_frame(), tmp_path / "s.parquet", SLIDES,
+                       provenance={"slide": "12:ab", "tiling": "x"})  # fmt: skip
+    assert read_provenance(path) == {"slide": "12:ab", "tiling": "x"}
+    pd.testing.assert_frame_equal(read_table(path, SLIDES), read_table(path, SLIDES))
+    plain = write_table(slides_frame(), tmp_path / "plain.parquet", SLIDES)
+    assert read_provenance(plain) == {}
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    assert read_provenance(tmp_path / "junk.parquet") == {}
+    assert read_provenance(tmp_path / "missing.parquet") == {}
+    token = provenance_token({"a": "1", "b": "2"})
+    assert token == provenance_token({"b": "2", "a": "1"}) != provenance_token({"a": "1"})
 
 
 def test_writer_names_missing_and_unexpected_columns(tmp_path: Path) -> None:

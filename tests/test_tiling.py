@@ -131,6 +131,31 @@ def test_stage_is_resumable_and_force_redoes(tmp_path: Path) -> None:
     assert tile_one_slide(row, cfg, force=True).status == "tiled"
 
 
+def test_a_replaced_slide_or_new_settings_retile_only_that_slide(tmp_path: Path) -> None:
+    path = write_slide(tmp_path / "s.tiff", tissue_image(2048, 2048), mpp=0.25)
+    cfg = load_config(tmp_path, environ={}, require_file=False)
+    row = {"slide_id": "s", "path": str(path), "indication": "LUAD", "cohort": "c",
+           "mpp_override": None}  # fmt: skip
+    assert tile_one_slide(row, cfg).n_tiles == 4
+    # re-scanned under the same id: tissue over the whole slide now
+    rescan = tissue_image(2048, 2048)
+    rescan[:, :] = rescan[1024, 1024]
+    write_slide(path, rescan, mpp=0.25)
+    again = tile_one_slide(row, cfg)
+    assert again.status == "tiled" and again.n_tiles == 16
+    assert tile_one_slide(row, cfg).status == "skipped"
+    # another tile size: retiled; the manifest's indication changed: retiled
+    bigger = load_config(tmp_path, {"tiling": {"tile_size_um": 224}}, environ={},
+                         require_file=False)  # fmt: skip
+    assert tile_one_slide(row, bigger).n_tiles == 4
+    assert tile_one_slide({**row, "indication": "LUSC"}, bigger).status == "tiled"
+    # the slide file gone: its tiles are kept, nothing fails
+    path.unlink()
+    kept = tile_one_slide({**row, "indication": "LUSC"}, bigger)
+    assert kept.status == "skipped"
+    assert (tmp_path / "tiles.parquet" / "s.parquet").is_file()
+
+
 EXPECTED_ERRORS = {
     "missing": "not found",
     "text": "not a slide format",

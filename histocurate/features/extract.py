@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from histocurate.errors import UserInputError
 from histocurate.features.base import Encoder, Preprocessor
 from histocurate.features.store import write_slide_features
-from histocurate.io import partition_path
+from histocurate.io import Provenance, partition_path, read_provenance
 
 TileReader = Callable[[Mapping[str, Any]], np.ndarray]
 READ_COLUMNS = ("tile_id", "slide_id", "slide_path", "x", "y", "read_level", "read_size", "tile_px")
@@ -124,6 +124,7 @@ def embed_tile_table(
     force: bool = False,
     slide_ids: Sequence[str] | None = None,
     reader: TileReader | None = None,
+    provenance: Mapping[str, Provenance] | None = None,
     progress: Callable[[int], None] | None = None,
     on_slide: Callable[[SlideOutcome], None] | None = None,
 ) -> list[SlideOutcome]:
@@ -131,6 +132,8 @@ def embed_tile_table(
 
     ``slide_ids`` fixes the slides and their order (a slide without tiles gets an empty
     file, so that it counts as done); by default, the slides of ``tiles``.
+    ``provenance`` (per slide) is stored in each file; a file that exists is skipped only
+    when it holds the same one (always, when ``provenance`` is None).
     ``progress(n)`` is called with the number of tiles just processed; ``on_slide`` with each
     outcome as soon as it is known.
     """
@@ -152,7 +155,9 @@ def embed_tile_table(
     for slide_id in order:
         group = groups.get(slide_id, tiles.iloc[:0])
         path = partition_path(out_dir, slide_id)
-        if path.exists() and not force:
+        wanted = dict((provenance or {}).get(slide_id, {}))
+        current = provenance is None or read_provenance(path) == wanted
+        if path.exists() and not force and current:
             report(SlideOutcome(slide_id, "skipped", len(group), path=str(path)))
             continue
         values = np.zeros((len(group), encoder.dim), dtype=np.float32)
@@ -177,7 +182,14 @@ def embed_tile_table(
             return
         ids = [str(r["tile_id"]) for r in rows[state.start : state.start + state.count]]
         try:
-            path = write_slide_features(out_dir, state.slide_id, encoder.name, ids, state.values)
+            path = write_slide_features(
+                out_dir,
+                state.slide_id,
+                encoder.name,
+                ids,
+                state.values,
+                provenance=(provenance or {}).get(state.slide_id),
+            )
         except Exception as exc:  # non-finite features, disk full: this slide fails
             report(SlideOutcome(state.slide_id, "failed", state.count, seconds, str(exc)))
             return

@@ -3,6 +3,9 @@
 `embed_workspace` is the in-process run (CLI without Prefect, tests); `embed_slide` is the
 unit of work of the Prefect flow (one slide, everything passed by path and name). Both use
 the same loop (`embed_tile_table`), so their outputs are identical.
+
+A slide's features file records the token of the tiles it was made from (their
+provenance): a slide retiled since (re-scanned, new tiling settings) is embedded again.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from histocurate.features.base import Encoder
 from histocurate.features.extract import READ_COLUMNS, SlideOutcome, TileReader, embed_tile_table
 from histocurate.features.registry import cached_encoder, check_encoder_name, get_encoder
 from histocurate.features.store import prepare_output
-from histocurate.io import list_partitions, read_partition
+from histocurate.io import (
+    list_partitions,
+    partition_path,
+    provenance_token,
+    read_partition,
+    read_provenance,
+)
 from histocurate.workspace import Workspace
 
 
@@ -34,6 +43,7 @@ class EmbedPlan:
     skipped: list[str]
     tiles_pending: int = 0
     identity: dict[str, object] = field(default_factory=dict)
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)  # per pending slide
 
 
 def tile_slides(workspace: Workspace) -> list[str]:
@@ -50,6 +60,12 @@ def tile_slides(workspace: Workspace) -> list[str]:
 def read_slide_tiles(workspace: Workspace, slide_id: str) -> pd.DataFrame:
     """The columns of one slide's tiles that reading needs."""
     return read_partition(workspace.tiles, slide_id, TILES, columns=list(READ_COLUMNS))
+
+
+def features_provenance(workspace: Workspace, slide_id: str) -> dict[str, str]:
+    """What one slide's features are made from: its tiles, by their provenance's token."""
+    tiles = read_provenance(partition_path(workspace.tiles, slide_id))
+    return {"tiles": provenance_token(tiles)}
 
 
 def encoder_for(
@@ -80,7 +96,12 @@ def plan_embedding(
     out_dir = workspace.features(encoder.name)
     identity = encoder.identity()
     prepare_output(out_dir, identity, force=force)
-    done = set(list_partitions(out_dir))
+    provenance = {s: features_provenance(workspace, s) for s in slides}
+    done = {
+        s
+        for s in list_partitions(out_dir)
+        if s in provenance and read_provenance(partition_path(out_dir, s)) == provenance[s]
+    }
     pending = [s for s in slides if force or s not in done]
     return EmbedPlan(
         encoder=encoder.name,
@@ -88,6 +109,7 @@ def plan_embedding(
         pending=pending,
         skipped=[s for s in slides if s not in pending],
         identity=identity,
+        provenance={s: provenance[s] for s in pending},
     )
 
 
@@ -112,6 +134,7 @@ def embed_slide(
         force=force,
         slide_ids=[slide_id],
         reader=reader,
+        provenance={slide_id: features_provenance(workspace, slide_id)},
     )
     return outcome
 
@@ -147,6 +170,7 @@ def embed_workspace(
         force=True,  # the plan already left out the slides that are done
         slide_ids=plan.pending,
         reader=reader,
+        provenance=plan.provenance,
         progress=progress,
         on_slide=on_slide,
     )

@@ -22,7 +22,13 @@ import pyarrow.parquet as pq
 
 from data_schema import TableSchema, features_schema
 from histocurate.errors import HistocurateError, SchemaError, UserInputError
-from histocurate.io import atomic_write_text, list_partitions, partition_path, write_partition
+from histocurate.io import (
+    Provenance,
+    atomic_write_text,
+    list_partitions,
+    partition_path,
+    write_partition,
+)
 from histocurate.io.tables import check_arrow_schema
 from histocurate.workspace import Workspace
 
@@ -91,11 +97,18 @@ def features_table(
 
 
 def write_slide_features(
-    root: Path, slide_id: str, encoder: str, tile_ids: list[str], values: np.ndarray
+    root: Path,
+    slide_id: str,
+    encoder: str,
+    tile_ids: list[str],
+    values: np.ndarray,
+    *,
+    provenance: Provenance | None = None,
 ) -> Path:
     """Write one slide's file atomically (NaN / inf -> `NonFiniteFeaturesError`)."""
     table = features_table(tile_ids, slide_id, encoder, values)
-    return write_partition(table, root, slide_id, features_schema(int(values.shape[1])))
+    schema = features_schema(int(values.shape[1]))
+    return write_partition(table, root, slide_id, schema, provenance=provenance)
 
 
 def read_manifest(root: Path) -> dict[str, Any] | None:

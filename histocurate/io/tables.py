@@ -4,12 +4,20 @@ A *table* is either one Parquet file or, when its schema has ``partition_by``, a
 holding one Parquet file per partition key (``tiles.parquet/<slide_id>.parquet``). Per-slide
 files let a stage resume (a slide whose file exists is done) and fan out (each worker
 writes its own file, no shared writer).
+
+A file may carry a *provenance*: string pairs saying what it was made from (a slide's
+fingerprint, the settings), kept in the Parquet metadata beside the schema stamp. A stage
+that resumes compares it with what it would make now, so a slide replaced under the same
+id, or changed settings, redo the slide instead of keeping a stale file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +29,9 @@ from histocurate.errors import SchemaError
 from histocurate.io.atomic import atomic_path
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+PROVENANCE_KEY = b"histocurate.provenance"
+
+Provenance = Mapping[str, str]
 
 
 def to_arrow(data: pd.DataFrame | pa.Table, schema: TableSchema, *, origin: str) -> pa.Table:
@@ -94,11 +105,20 @@ def check_arrow_schema(found: pa.Schema, schema: TableSchema, *, origin: str) ->
 
 
 def write_table(
-    data: pd.DataFrame | pa.Table, path: str | os.PathLike[str], schema: TableSchema
+    data: pd.DataFrame | pa.Table,
+    path: str | os.PathLike[str],
+    schema: TableSchema,
+    *,
+    provenance: Provenance | None = None,
 ) -> Path:
-    """Validate ``data`` against ``schema`` and write it to ``path`` atomically."""
+    """Validate ``data`` against ``schema`` and write it to ``path`` atomically (with
+    ``provenance`` in its metadata when given)."""
     path = Path(path)
     table = to_arrow(data, schema, origin=str(path))
+    if provenance:
+        meta = dict(table.schema.metadata or {})
+        meta[PROVENANCE_KEY] = json.dumps(dict(provenance), sort_keys=True).encode()
+        table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return path
@@ -162,7 +182,12 @@ def list_partitions(root: str | os.PathLike[str]) -> list[str]:
 
 
 def write_partition(
-    data: pd.DataFrame | pa.Table, root: str | os.PathLike[str], key: str, schema: TableSchema
+    data: pd.DataFrame | pa.Table,
+    root: str | os.PathLike[str],
+    key: str,
+    schema: TableSchema,
+    *,
+    provenance: Provenance | None = None,
 ) -> Path:
     """Write one partition atomically; every row must belong to partition ``key``."""
     if schema.partition_by is None:
@@ -179,7 +204,7 @@ def write_partition(
             f"{path}: rows with {schema.partition_by}={sorted(map(str, stray))[:3]} do not belong "
             f"to partition {key!r}"
         )
-    return write_table(data, path, schema)
+    return write_table(data, path, schema, provenance=provenance)
 
 
 def read_partition(
@@ -187,3 +212,20 @@ def read_partition(
 ) -> pd.DataFrame:
     """Read one partition of a partitioned table."""
     return read_table(partition_path(root, key), schema, columns=columns)
+
+
+def read_provenance(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The provenance stored in a table file; empty when it has none or cannot be read
+    (then it matches nothing, and a stage that resumes redoes the file)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        found = json.loads(meta.get(PROVENANCE_KEY, b"{}"))
+    except (pa.ArrowInvalid, OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def provenance_token(provenance: Provenance) -> str:
+    """A short digest of a provenance: what a downstream file records of its input."""
+    text = json.dumps(dict(provenance), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

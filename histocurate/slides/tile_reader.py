@@ -76,11 +76,18 @@ class _SlideCache:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._handles: OrderedDict[tuple[int, str], _Handle] = OrderedDict()
+        self._handles: OrderedDict[tuple[int, str, int, int, int], _Handle] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, path: str) -> _Handle:
-        key = (os.getpid(), path)  # a forked worker must not reuse its parent's handle
+        # a forked worker must not reuse its parent's handle; a file replaced under the same
+        # path (re-scanned slide) must not be read through the old file's handle
+        try:
+            stat = os.stat(path)
+        except OSError:
+            open_slide(path)  # raises the SlideError that names the problem
+            raise
+        key = (os.getpid(), path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
         with self._lock:
             handle = self._handles.get(key)
             if handle is not None:
@@ -95,6 +102,8 @@ class _SlideCache:
             sparse=openslide.PROPERTY_NAME_BOUNDS_X in slide.properties,
         )
         with self._lock:
+            for stale in [k for k in self._handles if k[:2] == key[:2] and k != key]:
+                self._handles.pop(stale).slide.close()
             self._handles[key] = handle
             while len(self._handles) > self._size:
                 _, old = self._handles.popitem(last=False)

@@ -1,10 +1,15 @@
 """Tile one slide, or a cohort slide by slide (resumable: a slide whose table exists is done).
 
+"Done" means a partition made from the same slide file (fingerprint), manifest row and
+tiling settings, all recorded in the partition's provenance; a slide re-scanned under the
+same id, a changed manifest row or new settings retile that slide.
+
 Used as is by the CLI (`histocurate tile`) and, one task per slide, by `flows/tile.py`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -22,10 +27,12 @@ from histocurate.io import (
     atomic_path,
     list_partitions,
     partition_path,
+    read_provenance,
     write_partition,
     write_table,
 )
 from histocurate.manifest import read_manifest
+from histocurate.slides.fingerprint import file_fingerprint
 from histocurate.slides.reader import open_slide, slide_mpp
 from histocurate.tiling.grid import grid_positions, tile_geometry, tissue_fractions
 from histocurate.tiling.tissue import tissue_mask
@@ -187,22 +194,47 @@ def prepare_slides(config: HistocurateConfig) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items()} for row in slides.to_dict(orient="records")]
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tiling_provenance(slide_row: Mapping[str, Any], config: TilingConfig) -> dict[str, str]:
+    """What a slide's tiles are made from: the slide file, its manifest row, the settings.
+
+    Raises OSError when the slide file cannot be read.
+    """
+    row = {k: str(slide_row.get(k)) for k in ("path", "indication", "cohort", "mpp_override")}
+    return {
+        "slide": file_fingerprint(slide_row["path"]),
+        "manifest_row": _digest(repr(sorted(row.items()))),
+        "tiling": _digest(config.model_dump_json()),
+    }
+
+
 def tile_one_slide(
     slide_row: Mapping[str, Any], config: HistocurateConfig, *, force: bool = False
 ) -> SlideOutcome:
-    """Tile one slide into its partition of ``tiles.parquet`` unless it is already there.
+    """Tile one slide into its partition of ``tiles.parquet`` unless it is already there
+    and made from the same slide file, manifest row and settings.
 
     Never raises for a bad slide: the failure is the outcome, so other slides go on, and a
-    partition written earlier for the slide is left as it was.
+    partition written earlier for the slide is left as it was. A slide whose file is gone
+    or unreadable keeps its existing partition (skipped), as before it went missing.
     """
     workspace = Workspace.of(config)
     slide_id = str(slide_row["slide_id"])
+    try:
+        provenance: dict[str, str] | None = tiling_provenance(slide_row, config.tiling)
+    except OSError:
+        provenance = None  # tile_slide below names the problem if the slide is tiled
     if not force and slide_id in list_partitions(workspace.tiles):
-        return SlideOutcome(slide_id, "skipped")
+        stored = read_provenance(partition_path(workspace.tiles, slide_id))
+        if provenance is None or stored == provenance:
+            return SlideOutcome(slide_id, "skipped")
     start = time.perf_counter()
     try:
         tiles, thumbnail = tile_slide(slide_row, config.tiling)
-        write_partition(tiles, workspace.tiles, slide_id, TILES)
+        write_partition(tiles, workspace.tiles, slide_id, TILES, provenance=provenance)
         overlay = workspace.reports / "tile" / f"{slide_id}.png"
         render_tiling_overlay(Path(slide_row["path"]), thumbnail, tiles, overlay)
     except UserInputError as exc:
