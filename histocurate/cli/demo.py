@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from histocurate.cli.base import PrefectOption, app, console
 from histocurate.errors import HistocurateError
@@ -31,10 +32,19 @@ class DemoOptions:
     workspace: Path
     indication: str
     n_tiles: int
+    n_uncertain: int
     annotators_per_tile: int
     segmenter: str
     checkpoint: Path | None
     prefect: bool | None
+
+
+class StepFailed(HistocurateError):
+    """A command of the demo failed; it has printed why. Carries its exit code."""
+
+    def __init__(self, argv: tuple[str, ...], code: int) -> None:
+        super().__init__(f"`histocurate {' '.join(argv)}` failed (exit code {code})")
+        self.code = code
 
 
 def _cli(*argv: str) -> None:
@@ -44,7 +54,7 @@ def _cli(*argv: str) -> None:
     console.rule(f"[bold]histocurate {' '.join(argv)}")
     code = main(list(argv))
     if code != 0:
-        raise HistocurateError(f"`histocurate {' '.join(argv)}` failed (exit code {code})")
+        raise StepFailed(argv, code)
 
 
 def _prefect_flag(options: DemoOptions) -> list[str]:
@@ -81,13 +91,20 @@ def _cytomine_environment(keys: dict[str, str]) -> Iterator[None]:
 
 
 def selected_truth_path(workspace: Workspace) -> Path:
-    """The truth of the selected tiles only: the reference the consensus is judged by."""
+    """The truth of the tiles selected by this run: what the simulated pathologists see."""
     return workspace.synthetic / "truth_selected.parquet"
+
+
+def campaign_truth_path(workspace: Workspace) -> Path:
+    """The truth of every tile of the demo's Cytomine project: the reference the consensus
+    is judged by. A re-run whose selection changed adds tiles to the project, and the
+    consensus covers all of them, so this is the union over runs, not this selection."""
+    return workspace.synthetic / "truth_campaign.parquet"
 
 
 def _annotation_campaign(options: DemoOptions, ws: str, flag: list[str]) -> None:
     """Export the selection to a sandbox Cytomine, annotate it, import the clicks."""
-    from data_schema import SELECTION, TRUTH_TILES
+    from data_schema import ASSIGNMENTS, SELECTION, TRUTH_TILES
     from histocurate.cytomine.demo import annotate, running_sandbox
     from histocurate.io import read_table, write_table
 
@@ -105,6 +122,14 @@ def _annotation_campaign(options: DemoOptions, ws: str, flag: list[str]) -> None
             result = annotate(sandbox, project=DEMO_PROJECT, truth=truth, seed=0)
             console.print(f"{len(result.clicks)} clicks by {len(result.posted)} annotators")
             _cli("import", "-w", ws, "--project", DEMO_PROJECT, *flag)
+    assigned = read_table(workspace.assignments, ASSIGNMENTS, columns=["project", "tile_id"])
+    campaign = set(assigned.loc[assigned["project"] == DEMO_PROJECT, "tile_id"])
+    everything = read_table(workspace.truth_tiles, TRUTH_TILES)
+    write_table(
+        everything[everything["tile_id"].isin(campaign)],
+        campaign_truth_path(workspace),
+        TRUTH_TILES,
+    )
 
 
 def _tile_px(workspace: Workspace) -> str:
@@ -124,12 +149,13 @@ def demo_steps(options: DemoOptions) -> list[tuple[str, Callable[[], None]]]:
     flag = _prefect_flag(options)
     workspace = Workspace(options.workspace.resolve())
     select = ["select", "-w", ws, "--indication", options.indication, "--n-tiles",
-              str(options.n_tiles), "--labels", str(workspace.truth_tiles)]  # fmt: skip
+              str(options.n_tiles), "--n-uncertain", str(options.n_uncertain),
+              "--labels", str(workspace.truth_tiles)]  # fmt: skip
     segment = ["segment", "-w", ws, "--segmenter", options.segmenter]
     if options.checkpoint is not None:
         segment += ["--checkpoint", str(options.checkpoint)]
-    evaluate = ["evaluate", "-w", ws, "--truth", str(selected_truth_path(workspace)),
-                "--pred", str(workspace.consensus)]  # fmt: skip
+    evaluate = ["evaluate", "-w", ws, "--truth", str(campaign_truth_path(workspace)),
+                "--pred", str(workspace.consensus), "--out", str(workspace.evaluation)]  # fmt: skip
     return [
         ("synth", lambda: _cli("synth", "-w", ws)),
         ("tile", lambda: _cli("tile", "-w", ws, *flag)),
@@ -149,7 +175,12 @@ def demo(
         "demo-workspace"
     ),
     indication: Annotated[str, typer.Option(help="Indication to select tiles from.")] = "LUAD",
-    n_tiles: Annotated[int, typer.Option(min=1, help="Tiles to select and annotate.")] = 12,
+    n_tiles: Annotated[
+        int, typer.Option(min=1, help="Tiles drawn from the diversity + rare pool (N0).")
+    ] = 12,
+    n_uncertain: Annotated[
+        int, typer.Option(min=0, help="Tiles drawn from the uncertainty pool, at most.")
+    ] = 10,
     annotators_per_tile: Annotated[
         int, typer.Option(min=2, help="Simulated pathologists per tile (of 9).")
     ] = 3,
@@ -163,14 +194,29 @@ def demo(
     from histocurate.cli.app import main
 
     options = DemoOptions(
-        workspace, indication, n_tiles, annotators_per_tile, segmenter, checkpoint, prefect
+        workspace,
+        indication,
+        n_tiles,
+        n_uncertain,
+        annotators_per_tile,
+        segmenter,
+        checkpoint,
+        prefect,
     )
     if not (workspace / "histocurate.toml").exists() and main(["init", str(workspace)]) != 0:
         raise typer.Exit(1)
     timings = []
     for name, action in demo_steps(options):
         start = time.perf_counter()
-        action()
+        try:
+            action()
+        except StepFailed as exc:  # the command has said why; say where the demo stopped
+            console.print(
+                Text(f"demo stopped at step {name!r}", style="bold red")
+                + Text(f": {exc}. Fix what it says and run the demo again: the steps already ")
+                + Text("done are kept.")
+            )
+            raise typer.Exit(exc.code) from None
         timings.append((name, time.perf_counter() - start))
     table = Table("step", "seconds", title=f"demo finished in {workspace}")
     for name, seconds in timings:

@@ -1,0 +1,67 @@
+"""`histocurate demo`, the README's main job, end to end on a small synthetic cohort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_schema import EVALUATION, SELECTION
+from histocurate.cli.app import main
+from histocurate.io import read_table
+from histocurate.workspace import Workspace
+
+# a smaller cohort than the default (16 slides of 4096 px), to keep the suite fast
+SMALL_COHORT = {
+    'indications = ["LUAD", "LUSC", "COAD", "MESO", "BLCA", "PAAD", "OV", "BRCA"]':
+        'indications = ["LUAD", "COAD"]',
+    "width_px = 4096": "width_px = 2560",
+    "height_px = 4096": "height_px = 2560",
+}  # fmt: skip
+
+
+def test_demo_runs_end_to_end_resumes_and_stops_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "demo"
+    assert main(["init", str(root)]) == 0
+    config = root / "histocurate.toml"
+    text = config.read_text()
+    for default, small in SMALL_COHORT.items():
+        assert default in text
+        text = text.replace(default, small)
+    config.write_text(text)
+    assert main(["demo", str(root), "--n-tiles", "4", "--n-uncertain", "4", "--no-prefect"]) == 0
+    workspace = Workspace(root)
+    selected = read_table(workspace.selection, SELECTION)
+    assert len(selected) >= 4 and set(selected["indication"]) == {"LUAD"}
+    metrics = read_table(workspace.evaluation, EVALUATION)
+    overall = metrics[(metrics["kind"] == "value") & metrics["cell_type"].isna()]
+    pq = float(overall.loc[overall["metric"] == "pq", "value"].iloc[0])
+    assert 0.6 < pq <= 1.0  # consensus of 3 simulated pathologists vs the truth
+    assert (root / "reports" / "select" / "LUAD" / "mosaic.png").is_file()
+    capsys.readouterr()
+
+    assert (
+        main(["demo", str(root), "--n-tiles", "4", "--n-uncertain", "4", "--no-prefect"]) == 0
+    )  # resumes
+    assert "skipped" in capsys.readouterr().out
+
+    # a step that fails stops the demo with its exit code and says where, no traceback
+    code = main(
+        [
+            "demo",
+            str(root),
+            "--n-tiles",
+            "4",
+            "--n-uncertain",
+            "4",
+            "--segmenter",
+            "nuclick",
+            "--no-prefect",
+        ]
+    )
+    out = capsys.readouterr()
+    assert code == 2
+    assert "demo stopped at step 'segment'" in " ".join(out.out.split())
+    assert "--checkpoint" in out.out + out.err and "Traceback" not in out.out + out.err
