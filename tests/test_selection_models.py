@@ -152,6 +152,18 @@ def test_choose_models_nested_cv() -> None:
     assert make_candidates(["a"], [[8], [8, 4]], ["global", "slide", "cohort"]).__len__() == 6
 
 
+def test_two_cohorts_of_one_labelled_slide_each_still_choose_a_model() -> None:
+    """Each outer training part is one slide (no inner CV): the choice goes on, unassessed."""
+    data = _data(n_slides=2, per=100, cohorts=2)
+    cands = make_candidates(["a"], [[8]], ["global"])
+    result = choose_models(data, cands, outer_folds=3, inner_folds=3, params=FAST, seed=0)
+    assert set(result.chosen) == {"eosinophil", "neutrophil"}
+    assert result.assessment.empty
+    assert any("trains on one slide only" in n for n in result.notes)
+    assert result.table["grouping"].eq("cohort").all()
+    assert nested_summary(result)["nested_mean"].isna().all()
+
+
 def test_scalers_fitted_inside_folds() -> None:
     """The global scaler of a fold sees its training rows only (no held-out leakage)."""
     from histocurate.selection.cv import fit_candidate

@@ -96,10 +96,22 @@ def test_arms_subsets_and_one_encoder() -> None:
     only_div = _run(SelectionConfig(**FAST | {"arms": ["diversity"]}), one)
     assert set(only_div.selection["arm"]) == {"diversity"} and only_div.cv is None
     assert len(only_div.selection) == 12
-    unc = _run(SelectionConfig(**FAST | {"arms": ["uncertainty"]}), one)
-    assert set(unc.selection["arm"]) <= {"uncertainty"}
+    # uncertainty alone (larger slides and ensembles, so that members disagree somewhere)
+    larger = SyntheticCohort(**{**one.__dict__, "tiles_per_slide": 200})
+    unc = _run(SelectionConfig(**FAST | {"arms": ["uncertainty"], "ensemble_members": 4}),
+               larger, _labels(larger))  # fmt: skip
+    sel = unc.selection
+    assert len(sel) == 6 and set(sel["arm"]) == {"uncertainty"}
+    assert (sel["rare_score"] > 0.4).all() and (sel["bald"] > 0).all()
+    assert sel["cluster_id"].notna().all() and (sel["draw_weight"] > 0).all()
     assert unc.n_candidates == 6
     assert any("one encoder only" in n and "6 candidates" in n for n in unc.notes)
+    # on the small slides every ensemble agrees: nothing to select, and the error says why
+    with pytest.raises(UserInputError, match=r"uncertainty pool holds 0 tiles.*more arms"):
+        _run(SelectionConfig(**FAST | {"arms": ["uncertainty"]}), one)
+    with pytest.raises(UserInputError, match="needs presence labels"):
+        run_selection("LUAD", one.slides(), SyntheticFeatures(one), None,
+                      config=SelectionConfig(**FAST | {"arms": ["rare"]}))  # fmt: skip
 
 
 def test_type_without_positive_and_one_cohort() -> None:

@@ -142,6 +142,10 @@ def balanced_accuracy(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> n
     return np.where((pos > 0) & (neg > 0), (tpr + tnr) / 2, np.nan)
 
 
+class SingleGroupError(UserInputError):
+    """Rows from one slide only: no grouped fold can hold any of them out."""
+
+
 @dataclass
 class Splits:
     folds: list[tuple[np.ndarray, np.ndarray]]  # (train rows, test rows) of the full data
@@ -166,7 +170,7 @@ def grouped_splits(
         )
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        raise UserInputError(
+        raise SingleGroupError(
             f"cannot cross-validate the presence models ({what}): the labelled tiles come from "
             f"one slide only ({slides[0] if len(rows) else '-'}); label tiles of at least two "
             "slides (better: two cohorts)"
@@ -267,13 +271,23 @@ def choose_models(
     inner_sum = np.zeros((len(candidates), len(data.types)))
     inner_n = np.zeros_like(inner_sum)
     for o, (train, test) in enumerate(outer.folds):
-        inner = grouped_splits(
-            data,
-            train,
-            inner_folds,
-            seed=int_seed(seed, "inner", o),
-            what=f"inner CV of outer fold {o}",
-        )
+        try:
+            inner = grouped_splits(
+                data,
+                train,
+                inner_folds,
+                seed=int_seed(seed, "inner", o),
+                what=f"inner CV of outer fold {o}",
+            )
+        except SingleGroupError:
+            # e.g. two cohorts of one labelled slide each: the choice below still has its
+            # folds, but this outer fold cannot repeat it, so it estimates nothing
+            notes.append(
+                f"outer fold {o} trains on one slide only ({data.slides[train[0]]}): no inner "
+                "CV there, so it gives no nested estimate (label more slides per cohort for "
+                "one)"
+            )
+            continue
         if inner.note and inner.note not in notes:
             notes.append(inner.note)
         means = np.array(

@@ -117,7 +117,7 @@ def assemble_selection(
                 f"{config.n_tiles} asked: all are taken"
             )
         chosen.append(uniform_draw(pool, config.n_tiles, seed=config.seed, key=indication))
-    if "uncertainty" in config.arms and config.n_uncertain:
+    if "uncertainty" in config.arms and config.n_uncertain and scores:  # scores: models ran
         taken = set(chosen[-1]["tile_id"]) if len(chosen) > 1 else set()
         unc = _records([r for s in scores for r in s.uncertain])
         unc = unc[~unc["tile_id"].isin(taken)].reset_index(drop=True)
@@ -190,8 +190,22 @@ def run_selection(
             f"no slide of indication {indication!r} has features; run "
             "`histocurate tile` and `histocurate embed` first, or check the name"
         )
+    learn = bool({"rare", "uncertainty"} & set(arms))
+    if learn and labels is None:
+        if "diversity" not in arms:
+            raise UserInputError(
+                f"--arms {','.join(arms)} needs presence labels (annotations, the consensus "
+                "or the synthetic truth) and there are none: pass --labels FILE (tile_id, "
+                "label), or add the diversity arm"
+            )
+        notes.append(
+            "no presence labels (annotations or synthetic truth): the rare and "
+            "uncertainty arms are skipped"
+        )
+        learn = False
+    # tiles asked of the arms that will run (uncertainty only with presence models)
     asked = config.n_tiles * bool({"diversity", "rare"} & set(arms)) + config.n_uncertain * (
-        "uncertainty" in arms
+        "uncertainty" in arms and learn
     )
     available = int(target["n_tiles"].sum())
     if available < asked:
@@ -199,13 +213,6 @@ def run_selection(
             f"indication {indication} has {available} tiles with features but "
             f"{asked} were asked; lower --n-tiles / --n-uncertain"
         )
-    learn = bool({"rare", "uncertainty"} & set(arms))
-    if learn and labels is None:
-        notes.append(
-            "no presence labels (annotations or synthetic truth): the rare and "
-            "uncertainty arms are skipped"
-        )
-        learn = False
     labelled = (
         labels if learn and labels is not None else pd.DataFrame(columns=["tile_id", "slide_id"])
     )
@@ -250,6 +257,12 @@ def run_selection(
     t0 = time.perf_counter()
     selection = assemble_selection(indication, diversity, scores, config=config, notes=notes)
     timings["draw"] = time.perf_counter() - t0
+    if selection.empty:
+        raise UserInputError(
+            f"no tile of {indication} could be selected with --arms {','.join(arms)}: "
+            + "; ".join(notes or ["every pool is empty"])
+            + ". Ask for more arms (--arms diversity,rare,uncertainty) or label more tiles"
+        )
     per_slide, predicted = _per_slide(scans, scores, selection, targets, diversity)
     return SelectionResult(
         indication,

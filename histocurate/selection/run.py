@@ -180,4 +180,9 @@ def write_outputs(
     with atomic_path(folder / "report.md") as tmp:
         Path(tmp).write_text(render_markdown(result), encoding="utf-8")
     paths["report"] = folder / "report.md"
+    # a table or mosaic of an earlier run that this run did not make would pass for its own
+    written = set(paths.values())
+    for stale in [*folder.glob("*.csv"), folder / "mosaic.png"]:
+        if stale not in written:
+            stale.unlink(missing_ok=True)
     return paths
