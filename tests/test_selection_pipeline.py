@@ -257,6 +257,18 @@ def test_cli_bad_input(workspace: Path, capsys: pytest.CaptureFixture[str]) -> N
         main(["select", "--indication", "LUAD", "-w", str(workspace), "--arms", "rare,typo"]) == 2
     )
     assert "--arms" in capsys.readouterr().err
+    # labels by display name are accepted; a label the ontology does not know is named
+    points = pd.read_csv(workspace / "points.csv")
+    points["label"] = points["label"].map(lambda t: t.replace("_", " ").capitalize())
+    points.to_csv(workspace / "named.csv", index=False)
+    args = ["select", "--indication", "LUAD", "-w", str(workspace), "--no-prefect"]
+    assert main([*args, "--labels", str(workspace / "named.csv")]) == 0
+    assert "Presence models (12 candidates" in capsys.readouterr().out
+    points.loc[3, "label"] = "Eosinophill"
+    points.to_csv(workspace / "typo.csv", index=False)
+    assert main([*args, "--labels", str(workspace / "typo.csv")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "typo.csv" in err and "'Eosinophill'" in err and "[3]" in err
 
 
 def test_features_file_with_two_encoders_is_refused(workspace: Path) -> None:
@@ -273,5 +285,5 @@ def test_features_file_with_two_encoders_is_refused(workspace: Path) -> None:
         }
     )
     write_partition(table, ws.features("enc_a"), "S0000", features_schema(12))
-    with pytest.raises(UserInputError, match="phikon"):
+    with pytest.raises(UserInputError, match=r"phikon.*\['S0000'\].*embed --encoder enc_a"):
         WorkspaceFeatures(workspace, ("enc_a",)).load("S0000")

@@ -207,7 +207,16 @@ def load_features(
     # The folder name (features/timm_<name>) may stand for the encoder (timm:<name>).
     accepted = {e for e in encoders if encoder in (e, Workspace(root).features(e).name)}
     if len(encoders) > 1 or (encoders and not accepted):
-        raise SchemaError(f"{root}: features made by {sorted(encoders)}, expected {encoder!r}")
+        foreign = [
+            s
+            for s, t in zip(wanted, tables, strict=True)
+            if set(t.column("encoder").unique().to_pylist()) - {encoder, *accepted}
+        ]
+        raise SchemaError(
+            f"{root}: features made by {sorted(encoders)}, expected {encoder!r}; the file(s) "
+            f"of slide(s) {foreign[:5]} hold vectors of another encoder: re-run `histocurate "
+            f"embed --encoder {encoder} --force` (or delete those files and run it again)"
+        )
     made_by = encoders.pop() if encoders else encoder
     vectors = table.column("features").combine_chunks()
     flat = vectors.flatten().to_numpy(zero_copy_only=False)

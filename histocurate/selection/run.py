@@ -18,6 +18,7 @@ from data_schema import SELECTION, TILES
 from histocurate.config import HistocurateConfig
 from histocurate.errors import UserInputError
 from histocurate.io import atomic_path, read_table, write_partition
+from histocurate.labels import ANNOTATION_LABELS, cell_type
 from histocurate.selection.pipeline import Mapper, SelectionResult, run_selection
 from histocurate.selection.presence import presence_labels
 from histocurate.selection.report import render_markdown, report_tables, selection_mosaic
@@ -48,6 +49,27 @@ def choose_encoders(found: list[str], wanted: list[str]) -> list[str]:
     return ordered[:2]
 
 
+def normalised_labels(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Labels as ontology ids (display names such as "Mitotic figure" accepted); a label
+    the ontology does not know is an error naming the file and the rows."""
+    frame = frame.dropna(subset=["label"])
+    names = pd.unique(frame["label"].astype(str))
+    known: dict[str, str] = {}
+    unknown = []
+    for name in names:
+        try:
+            known[name] = cell_type(name).id
+        except KeyError:
+            unknown.append(name)
+    if unknown:
+        rows = frame.index[frame["label"].astype(str).isin(unknown)][:3].tolist()
+        raise UserInputError(
+            f"{path}: unknown label(s) {unknown[:5]} (first rows {rows}); use the ontology's "
+            f"ids or names: {', '.join(ANNOTATION_LABELS)}"
+        )
+    return frame.assign(label=frame["label"].astype(str).map(known))
+
+
 def read_annotations(
     workspace: Workspace, config: HistocurateConfig, tiles: pd.DataFrame
 ) -> tuple[pd.DataFrame | None, np.ndarray | None, str]:
@@ -60,7 +82,7 @@ def read_annotations(
         frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
         if not {"tile_id", "label"} <= set(frame.columns):
             raise UserInputError(f"{path}: presence labels need columns tile_id and label")
-        return frame[["tile_id", "label"]], None, str(path)
+        return normalised_labels(frame[["tile_id", "label"]], path), None, str(path)
     from data_schema import ALL_SCHEMAS
 
     for name, where in (("consensus", "consensus"), ("points", "points")):
