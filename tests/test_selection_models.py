@@ -52,6 +52,8 @@ def test_presence_mlp_is_a_balanced_sklearn_classifier() -> None:
     assert proba.shape == (len(X), 2) and np.allclose(proba.sum(axis=1), 1)
     assert set(single.predict(X).tolist()) <= {0, 1}
     assert model.get_params()["n_members"] == 3
+    model.set_params(n_members=2)  # a parameter changed after fit: the fitted model stays
+    assert model.member_proba(X).shape == (3, len(X), 2)
 
 
 def test_presence_mlp_type_without_positive() -> None:

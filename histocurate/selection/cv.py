@@ -7,7 +7,10 @@ cohort it has never seen. With a single cohort the folds group slides instead (a
 result says so). The outer loop of the nested CV repeats the whole choice on each outer
 training part and scores the chosen model on the held-out part: an honest estimate of the
 procedure, which the plain CV score of the winner (a maximum over candidates) is not.
-Scalers are fitted inside each fold (`FittedCandidate`), never on held-out rows.
+The global scaler is fitted inside each fold (`FittedCandidate`), never on held-out rows.
+The per-slide and per-cohort scalers normalise a group by its own statistics over all of
+its tiles, labelled or not (no labels used); a held-out slide or cohort is normalised by
+its own tiles, exactly as a new slide is when it is scored.
 
 Cost: the CV fits use single networks; only the refitted winners are full ensembles.
 """

@@ -135,6 +135,7 @@ class PresenceMLP(ClassifierMixin, BaseEstimator):
         n, d = X.shape
         n_types, members = Y.shape[1], int(self.n_members)
         self.n_features_in_, self.n_outputs_, self.classes_ = d, n_types, np.array([0, 1])
+        self.n_members_ = members  # what was fitted: set_params after fit changes nothing
         self.positives_ = Y.sum(axis=0).astype(int)
         # training prevalence per type, kept off 0 and 1 so the prior shift stays finite
         self.prevalence_ = np.clip(self.positives_ / max(len(Y), 1), 1e-4, 1 - 1e-4)
@@ -184,7 +185,7 @@ class PresenceMLP(ClassifierMixin, BaseEstimator):
             for start in range(0, len(X), _CHUNK):
                 chunk = torch.from_numpy(X[start : start + _CHUNK])
                 out[start : start + _CHUNK] = _forward(self.params_, chunk).numpy()
-        logits = out.reshape(len(X), int(self.n_members), self.n_outputs_).transpose(1, 0, 2)
+        logits = out.reshape(len(X), self.n_members_, self.n_outputs_).transpose(1, 0, 2)
         if not balanced:
             prior = np.log(self.prevalence_ / (1 - self.prevalence_)).astype(np.float32)
             logits = logits + prior

@@ -100,6 +100,10 @@ class ZScaler(TransformerMixin, BaseEstimator):
 
     def transform(self, X: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has shape {X.shape}, the scaler was fitted on {self.n_features_in_} features"
+            )
         if self.by == "global":
             return ((X - self.mean_) / self.scale_).astype(np.float32)
         if groups is None:
