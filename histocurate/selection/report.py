@@ -129,21 +129,32 @@ def mosaic(
     columns: int = 10,
     border: int = 4,
 ) -> np.ndarray:
-    """Thumbnails in a grid, each framed in its arm's colour; RGB uint8 (H, W, 3)."""
-    from PIL import Image
+    """Thumbnails in a grid, each framed in its arm's colour, above a legend of the arms'
+    colours (with their tile counts); RGB uint8 (H, W, 3)."""
+    from PIL import Image, ImageDraw
 
     n = len(images)
     cols = max(1, min(columns, n))
     rows = max(1, -(-n // cols))
     cell = thumb + 2 * border
-    canvas = np.full((rows * cell, cols * cell, 3), 255, np.uint8)
+    legend = 22
+    canvas = np.full((rows * cell + legend, max(cols * cell, 330), 3), 255, np.uint8)
     for i, (img, arm) in enumerate(zip(images, arms, strict=True)):
         r, c = divmod(i, cols)
         y, x = r * cell, c * cell
         canvas[y : y + cell, x : x + cell] = ARM_COLOURS.get(arm, (128, 128, 128))
         small = np.asarray(Image.fromarray(np.asarray(img, np.uint8)).resize((thumb, thumb)))
         canvas[y + border : y + border + thumb, x + border : x + border + thumb] = small[..., :3]
-    return canvas
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    x, y = 4, rows * cell + 5
+    for arm, colour in ARM_COLOURS.items():
+        count = sum(a == arm for a in arms)
+        draw.rectangle((x, y, x + 12, y + 12), fill=colour)
+        label = f"{arm} ({count})"
+        draw.text((x + 16, y), label, fill=(0, 0, 0))
+        x += 16 + int(draw.textlength(label)) + 14
+    return np.asarray(picture)
 
 
 def selection_mosaic(
