@@ -10,6 +10,7 @@ import pytest
 from histocurate.cli.app import main
 from histocurate.config import load_config
 from histocurate.features import embed_workspace, load_features
+from histocurate.features.stage import features_are_stale
 from histocurate.slides.tile_reader import close_all
 from histocurate.workspace import Workspace
 from tests.slide_files import tissue_image, write_slide
@@ -54,7 +55,9 @@ def test_cli_embeds_resumes_and_forces(workspace: Path, capsys: pytest.CaptureFi
     )
 
 
-def test_a_retiled_slide_is_embedded_again_and_only_it(tmp_path: Path) -> None:
+def test_a_retiled_slide_is_embedded_again_and_only_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = make_workspace(tmp_path / "ws")
     config = load_config(root, {"features": {"num_workers": 0}})
     assert {o.status for o in embed_workspace(config)} == {"done"}
@@ -64,12 +67,21 @@ def test_a_retiled_slide_is_embedded_again_and_only_it(tmp_path: Path) -> None:
     rgb[400:1100:20, 400:1100] = (80, 40, 140)
     write_slide(root / "s1.tiff", rgb, mpp=0.25)  # this process has the old file open
     assert main(["tile", "-w", str(root), "--no-prefect", "--tissue-threshold", "0.2"]) == 0
+    ws = Workspace(root)
+    assert features_are_stale(ws, "builtin", "s1") and not features_are_stale(ws, "builtin", "s0")
+    select = ["select", "-w", str(root), "--indication", "LUAD", "--arms", "diversity",
+              "--n-tiles", "2", "--no-prefect"]  # fmt: skip
+    capsys.readouterr()
+    assert main(select) == 2  # selection refuses features of tiles that changed
+    assert "retiled" in capsys.readouterr().err
     outcomes = {o.slide_id: o.status for o in embed_workspace(config)}
     assert outcomes == {"s0": "skipped", "s1": "done"}
     after = load_features(root, "builtin", slide_ids=["s1"])  # read from the new pixels
     assert list(after.tile_ids) == list(before.tile_ids)  # same tissue outline, same tiles
     assert np.abs(after.values - before.values).max() > 0.1
     assert {o.status for o in embed_workspace(config)} == {"skipped"}
+    assert not features_are_stale(ws, "builtin", "s1")
+    assert main(select) == 0
 
 
 def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

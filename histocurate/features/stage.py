@@ -68,6 +68,13 @@ def features_provenance(workspace: Workspace, slide_id: str) -> dict[str, str]:
     return {"tiles": provenance_token(tiles)}
 
 
+def features_are_stale(workspace: Workspace, encoder: str, slide_id: str) -> bool:
+    """True when the slide's features file was made from other tiles than its tiles file
+    holds now (retiled since). Files written before provenance was recorded pass."""
+    made_from = read_provenance(partition_path(workspace.features(encoder), slide_id))
+    return bool(made_from) and made_from != features_provenance(workspace, slide_id)
+
+
 def encoder_for(
     config: HistocurateConfig, name: str | None = None, *, cached: bool = False
 ) -> Encoder:

@@ -17,6 +17,7 @@ import pandas as pd
 from data_schema import SELECTION, TILES
 from histocurate.config import HistocurateConfig
 from histocurate.errors import UserInputError
+from histocurate.features.stage import features_are_stale
 from histocurate.io import atomic_path, read_table, write_partition
 from histocurate.labels import ANNOTATION_LABELS, cell_type
 from histocurate.selection.pipeline import Mapper, SelectionResult, run_selection
@@ -142,6 +143,14 @@ def gather_inputs(config: HistocurateConfig, indication: str) -> SelectionInputs
             f"{len(missing)} slide(s) of {indication} have no features of {encoders} and are "
             f"left out (first: {missing[0]})"
         )
+    for encoder in encoders:
+        stale = sorted(s for s in with_features if features_are_stale(ws, encoder, s))
+        if stale:
+            raise UserInputError(
+                f"the {encoder} features of slide(s) {stale[:5]} were made from tiles that "
+                f"have changed since (the slide was retiled); run `histocurate embed "
+                f"--encoder {encoder}` first (it redoes only those slides)"
+            )
     tiles = tiles[tiles["slide_id"].isin(with_features)]
     annotations, labelled_ids, source = read_annotations(ws, config, tiles)
     labels = None
