@@ -74,7 +74,9 @@ def nuclei_per_tile(ws: Workspace, tiles: pd.DataFrame) -> pd.DataFrame:
     from histocurate.synth import truth_in_tiles
 
     cache = ws.root / "bench_nuclei_per_tile.parquet"
-    if cache.exists():
+    truth_files = list(Path(ws.truth).glob("*.parquet"))
+    newest_truth = max((p.stat().st_mtime for p in truth_files), default=0.0)
+    if cache.exists() and cache.stat().st_mtime >= newest_truth:  # else: cohort remade
         counts = pd.read_parquet(cache)
         if set(counts.index) == set(tiles["tile_id"]):
             return counts.reindex(tiles["tile_id"])
