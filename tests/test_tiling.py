@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import openslide
+import pandas as pd
 import pytest
 
 from histocurate.config import load_config
 from histocurate.errors import SlideError
+from histocurate.io import read_provenance
 from histocurate.slides import read_tile, slide_info
 from histocurate.tiling import (
     grid_positions,
@@ -149,9 +151,22 @@ def test_a_replaced_slide_or_new_settings_retile_only_that_slide(tmp_path: Path)
                          require_file=False)  # fmt: skip
     assert tile_one_slide(row, bigger).n_tiles == 4
     assert tile_one_slide({**row, "indication": "LUSC"}, bigger).status == "tiled"
+    # the same file elsewhere (another mount, a copied workspace): not retiled, its tiles
+    # point at the new path, their provenance (what features are checked against) is kept
+    tiles_file = tmp_path / "tiles.parquet" / "s.parquet"
+    before = read_provenance(tiles_file)
+    moved = tmp_path / "elsewhere" / "s.tiff"
+    moved.parent.mkdir()
+    path.rename(moved)
+    row = {**row, "path": str(moved), "indication": "LUSC"}
+    assert tile_one_slide(row, bigger).status == "skipped"
+    assert set(pd.read_parquet(tiles_file)["slide_path"]) == {str(moved)}
+    assert read_provenance(tiles_file) == before
+    assert read_tile(pd.read_parquet(tiles_file).iloc[0]).shape == (896, 896, 3)
+    path = moved
     # the slide file gone: its tiles are kept, nothing fails
     path.unlink()
-    kept = tile_one_slide({**row, "indication": "LUSC"}, bigger)
+    kept = tile_one_slide(row, bigger)
     assert kept.status == "skipped"
     assert (tmp_path / "tiles.parquet" / "s.parquet").is_file()
 

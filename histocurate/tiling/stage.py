@@ -28,6 +28,7 @@ from histocurate.io import (
     list_partitions,
     partition_path,
     read_provenance,
+    read_table,
     write_partition,
     write_table,
 )
@@ -199,16 +200,31 @@ def _digest(text: str) -> str:
 
 
 def tiling_provenance(slide_row: Mapping[str, Any], config: TilingConfig) -> dict[str, str]:
-    """What a slide's tiles are made from: the slide file, its manifest row, the settings.
+    """What a slide's tiles are made from: the slide file's content, its manifest row, the
+    settings. Not where the file is: slides moved to another mount (a worker that sees the
+    storage elsewhere, a workspace copied) are the same slides, and their tiles (and the
+    features made from them) stay valid; only the tiles' ``slide_path`` is updated.
 
     Raises OSError when the slide file cannot be read.
     """
-    row = {k: str(slide_row.get(k)) for k in ("path", "indication", "cohort", "mpp_override")}
+    row = {k: str(slide_row.get(k)) for k in ("indication", "cohort", "mpp_override")}
     return {
         "slide": file_fingerprint(slide_row["path"]),
         "manifest_row": _digest(repr(sorted(row.items()))),
         "tiling": _digest(config.model_dump_json()),
     }
+
+
+def _follow_moved_slide(
+    workspace: Workspace, slide_id: str, path: str, provenance: dict[str, str]
+) -> None:
+    """Point a slide's tiles at its file's current path (same content, moved or mounted
+    elsewhere): the tiles and their provenance are kept, so features stay valid."""
+    where = partition_path(workspace.tiles, slide_id)
+    paths = read_table(where, TILES, columns=["slide_path"])["slide_path"]
+    if len(paths) and (paths != path).any():
+        tiles = read_table(where, TILES).assign(slide_path=path)
+        write_partition(tiles, workspace.tiles, slide_id, TILES, provenance=provenance)
 
 
 def tile_one_slide(
@@ -229,7 +245,10 @@ def tile_one_slide(
         provenance = None  # tile_slide below names the problem if the slide is tiled
     if not force and slide_id in list_partitions(workspace.tiles):
         stored = read_provenance(partition_path(workspace.tiles, slide_id))
-        if provenance is None or stored == provenance:
+        if provenance is None:
+            return SlideOutcome(slide_id, "skipped")
+        if stored == provenance:
+            _follow_moved_slide(workspace, slide_id, str(slide_row["path"]), provenance)
             return SlideOutcome(slide_id, "skipped")
     start = time.perf_counter()
     try:
