@@ -48,20 +48,12 @@ def test_demo_runs_end_to_end_resumes_and_stops_cleanly(
     assert "skipped" in capsys.readouterr().out
 
     # a step that fails stops the demo with its exit code and says where, no traceback
-    code = main(
-        [
-            "demo",
-            str(root),
-            "--n-tiles",
-            "4",
-            "--n-uncertain",
-            "4",
-            "--segmenter",
-            "nuclick",
-            "--no-prefect",
-        ]
-    )
+    code = main(["demo", str(root), "--indication", "BRCA", "--no-prefect"])
     out = capsys.readouterr()
     assert code == 2
-    assert "demo stopped at step 'segment'" in " ".join(out.out.split())
-    assert "--checkpoint" in out.out + out.err and "Traceback" not in out.out + out.err
+    assert "demo stopped at step 'select'" in " ".join(out.out.split())
+    assert "BRCA" in out.err and "Traceback" not in out.out + out.err
+    # a segmenter that cannot run is refused before any step
+    code = main(["demo", str(root), "--segmenter", "nuclick", "--no-prefect"])
+    out = capsys.readouterr()
+    assert code == 2 and "--checkpoint" in out.err and "histocurate synth" not in out.out

@@ -7,10 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_schema import TILES
 from histocurate.cli.app import main
 from histocurate.config import load_config
 from histocurate.features import embed_workspace, load_features
 from histocurate.features.stage import features_are_stale
+from histocurate.features.store import write_slide_features
+from histocurate.io import read_partition, write_partition
 from histocurate.slides.tile_reader import close_all
 from histocurate.workspace import Workspace
 from tests.slide_files import tissue_image, write_slide
@@ -82,6 +85,32 @@ def test_a_retiled_slide_is_embedded_again_and_only_it(
     assert {o.status for o in embed_workspace(config)} == {"skipped"}
     assert not features_are_stale(ws, "builtin", "s1")
     assert main(select) == 0
+
+
+def test_stale_features_block_only_the_selections_that_read_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_workspace(tmp_path / "ws")
+    config = load_config(root, {"features": {"num_workers": 0}})
+    embed_workspace(config)
+    # s1 moves to another indication: its manifest row changed, so it is retiled
+    manifest = root / "slides.csv"
+    manifest.write_text(manifest.read_text().replace("s1,s1.tiff,LUAD", "s1,s1.tiff,COAD"))
+    assert main(["tile", "-w", str(root), "--no-prefect", "--tissue-threshold", "0.2"]) == 0
+    select = ["select", "-w", str(root), "--arms", "diversity", "--n-tiles", "2", "--no-prefect"]
+    capsys.readouterr()
+    assert main([*select, "--indication", "LUAD"]) == 0  # s0's features are current
+    assert main([*select, "--indication", "COAD"]) == 2
+    assert "['s1']" in capsys.readouterr().err
+    # features written before provenance existed: beside old tiles they pass (nothing to
+    # compare), beside tiles written since they are stale
+    ws = Workspace(root)
+    old = load_features(root, "builtin", slide_ids=["s0"])
+    write_slide_features(ws.features("builtin"), "s0", "builtin", list(old.tile_ids), old.values)
+    assert features_are_stale(ws, "builtin", "s0")
+    tiles = read_partition(ws.tiles, "s0", TILES)
+    write_partition(tiles, ws.tiles, "s0", TILES)  # no provenance either
+    assert not features_are_stale(ws, "builtin", "s0")
 
 
 def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -70,9 +70,13 @@ def features_provenance(workspace: Workspace, slide_id: str) -> dict[str, str]:
 
 def features_are_stale(workspace: Workspace, encoder: str, slide_id: str) -> bool:
     """True when the slide's features file was made from other tiles than its tiles file
-    holds now (retiled since). Files written before provenance was recorded pass."""
+    holds now (retiled since). A pair written before provenance was recorded (neither file
+    has one) cannot be told apart and passes; old features beside new tiles do not."""
     made_from = read_provenance(partition_path(workspace.features(encoder), slide_id))
-    return bool(made_from) and made_from != features_provenance(workspace, slide_id)
+    tiles = read_provenance(partition_path(workspace.tiles, slide_id))
+    if not made_from and not tiles:
+        return False
+    return made_from != {"tiles": provenance_token(tiles)}
 
 
 def encoder_for(
@@ -132,6 +136,9 @@ def embed_slide(
     """Embed one slide (the flow's task). The encoder is built once per process."""
     model = encoder_for(config, encoder, cached=True)
     workspace = Workspace.of(config)
+    # provenance before the tiles: if they are retiled in between, the file is stamped with
+    # the older token and redone next time (the other order would stamp old vectors current)
+    provenance = features_provenance(workspace, slide_id)
     (outcome,) = embed_tile_table(
         read_slide_tiles(workspace, slide_id),
         model,
@@ -141,7 +148,7 @@ def embed_slide(
         force=force,
         slide_ids=[slide_id],
         reader=reader,
-        provenance={slide_id: features_provenance(workspace, slide_id)},
+        provenance={slide_id: provenance},
     )
     return outcome
 

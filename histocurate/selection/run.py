@@ -109,6 +109,18 @@ def read_annotations(
     return None, None, "none"
 
 
+def check_fresh_features(ws: Workspace, encoders: list[str], slide_ids: list[str]) -> None:
+    """Refuse features made from tiles that have changed since (a slide retiled)."""
+    for encoder in encoders:
+        stale = [s for s in slide_ids if features_are_stale(ws, encoder, s)]
+        if stale:
+            raise UserInputError(
+                f"the {encoder} features of slide(s) {stale[:5]} were made from tiles that "
+                f"have changed since (the slide was retiled); run `histocurate embed "
+                f"--encoder {encoder}` first (it redoes only those slides)"
+            )
+
+
 def gather_inputs(config: HistocurateConfig, indication: str) -> SelectionInputs:
     """Read the tiles, find encoders and labels for ``indication``."""
     ws = Workspace.of(config)
@@ -143,14 +155,6 @@ def gather_inputs(config: HistocurateConfig, indication: str) -> SelectionInputs
             f"{len(missing)} slide(s) of {indication} have no features of {encoders} and are "
             f"left out (first: {missing[0]})"
         )
-    for encoder in encoders:
-        stale = sorted(s for s in with_features if features_are_stale(ws, encoder, s))
-        if stale:
-            raise UserInputError(
-                f"the {encoder} features of slide(s) {stale[:5]} were made from tiles that "
-                f"have changed since (the slide was retiled); run `histocurate embed "
-                f"--encoder {encoder}` first (it redoes only those slides)"
-            )
     tiles = tiles[tiles["slide_id"].isin(with_features)]
     annotations, labelled_ids, source = read_annotations(ws, config, tiles)
     labels = None
@@ -161,6 +165,11 @@ def gather_inputs(config: HistocurateConfig, indication: str) -> SelectionInputs
         labels = table.reset_index().assign(
             slide_id=lambda f: f["tile_id"].map(slide_of).astype(str)
         )
+    # the slides whose features the run reads: the indication's, and the labelled ones
+    # when presence models are trained
+    learning = {"rare", "uncertainty"} & set(config.selection.arms)
+    read = set(wanted) | (set(labels["slide_id"]) if learning and labels is not None else set())
+    check_fresh_features(ws, encoders, sorted(read & with_features))
     slides = (
         tiles.groupby("slide_id")
         .agg(
