@@ -207,7 +207,10 @@ def tiling_provenance(slide_row: Mapping[str, Any], config: TilingConfig) -> dic
 
     Raises OSError when the slide file cannot be read.
     """
-    row = {k: str(slide_row.get(k)) for k in ("indication", "cohort", "mpp_override")}
+    row = {
+        k: "" if pd.isna(value := slide_row.get(k)) else str(value)  # None and NaN alike
+        for k in ("indication", "cohort", "mpp_override")
+    }
     return {
         "slide": file_fingerprint(slide_row["path"]),
         "manifest_row": _digest(repr(sorted(row.items()))),
