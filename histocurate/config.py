@@ -176,6 +176,34 @@ class SelectionConfig(Section):
     mosaic: bool = Field(True, description="Draw the mosaic image of the selected tiles.")
     seed: int = Field(0, description="Seed of every random choice of the selection.")
 
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _layers(cls, value: list[list[int]]) -> list[list[int]]:
+        if not value or any(not layers or min(layers) < 1 for layers in value):
+            raise ValueError("give at least one depth, each a non-empty list of sizes >= 1")
+        return value
+
+    @field_validator("scalers")
+    @classmethod
+    def _some_scaler(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one scaler (global, slide, cohort)")
+        return value
+
+    @field_validator("uncertainty_clusters")
+    @classmethod
+    def _cluster_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= value[0] <= value[1]:
+            raise ValueError("needs 1 <= min <= max")
+        return value
+
+    @field_validator("weight_clip")
+    @classmethod
+    def _clip_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= 1 <= value[1]:
+            raise ValueError("needs 0 < low <= 1 <= high (multiples of the mean weight)")
+        return value
+
 
 class SegmentConfig(Section):
     """Clicks to nucleus masks (`histocurate segment`)."""

@@ -54,3 +54,25 @@ def test_init_writes_a_config_that_loads_back_and_never_overwrites(tmp_path: Pat
     with pytest.raises(WorkspaceError, match="already exists"):
         init_workspace(tmp_path / "ws", cfg)
     assert workspace.config_file.read_text() == text
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"hidden_sizes": [[0]]},
+        {"hidden_sizes": [[]]},
+        {"hidden_sizes": []},
+        {"scalers": []},
+        {"uncertainty_clusters": (0, 0)},
+        {"uncertainty_clusters": (20, 5)},
+        {"weight_clip": (2.0, 0.5)},
+        {"weight_clip": (-1.0, 2.0)},
+    ],
+)
+def test_selection_settings_that_cannot_run_are_refused(bad: dict[str, object]) -> None:
+    from pydantic import ValidationError
+
+    from histocurate.config import SelectionConfig
+
+    with pytest.raises(ValidationError, match=next(iter(bad))):
+        SelectionConfig(**bad)  # type: ignore[arg-type]

@@ -120,3 +120,24 @@ def test_weighted_draw_follows_weights() -> None:
 def test_seeds_depend_on_keys_only() -> None:
     assert int_seed(0, "a", "S1") == int_seed(0, "a", "S1") != int_seed(0, "a", "S2")
     assert rng_for(1, "x").random() == rng_for(1, "x").random()
+
+
+def test_standardise_and_scalers_ignore_the_features_scale() -> None:
+    from histocurate.selection.diversity import standardise
+    from histocurate.selection.scalers import ZScaler
+
+    X = np.random.default_rng(0).normal(3.0, 1.0, (200, 4))
+    for scale in (1e-30, 1e-7, 1.0, 1e30):
+        np.testing.assert_allclose(standardise(X * scale), standardise(X), atol=1e-4)
+        np.testing.assert_allclose(ZScaler().fit_transform(X * scale), standardise(X), atol=1e-4)
+    constant = np.full((5, 2), 7.0)
+    assert (standardise(constant) == 0).all()
+
+
+def test_draws_refuse_weights_that_are_not_weights() -> None:
+    pool = pd.DataFrame({"tile_id": ["a", "b", "c"]})
+    for bad in ([0, 0, 0], [1, np.nan, 1], [1, -1, 1], [1, np.inf, 1]):
+        with pytest.raises(ValueError, match="finite"):
+            weighted_draw(pool, np.array(bad, float), 2, seed=0, key="k")
+    with pytest.raises(ValueError, match="cannot draw -1"):
+        uniform_draw(pool, -1, seed=0, key="k")

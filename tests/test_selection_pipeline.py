@@ -287,3 +287,44 @@ def test_features_file_with_two_encoders_is_refused(workspace: Path) -> None:
     write_partition(table, ws.features("enc_a"), "S0000", features_schema(12))
     with pytest.raises(UserInputError, match=r"phikon.*\['S0000'\].*embed --encoder enc_a"):
         WorkspaceFeatures(workspace, ("enc_a",)).load("S0000")
+
+
+def test_labels_and_slides_are_checked_before_anything_runs() -> None:
+    config = SelectionConfig(**FAST)
+    labels = _labels()
+    # blanks or text where booleans belong: named, not read as True
+    blank = labels.astype({"eosinophil": object})
+    blank.loc[0, "eosinophil"] = None
+    with pytest.raises(UserInputError, match=r"column 'eosinophil'.*true/false"):
+        _run(config, labels=blank)
+    text = labels.assign(neutrophil=labels["neutrophil"].map({True: "True", False: "False"}))
+    with pytest.raises(UserInputError, match="column 'neutrophil'"):
+        _run(config, labels=text)
+    # one tile id on two slides: the labels of one would be read as the other's
+    shared = labels.copy()
+    shared.loc[0, "slide_id"] = "S0009"
+    with pytest.raises(UserInputError, match="unique across slides"):
+        _run(config, labels=pd.concat([labels, shared.iloc[:1]]))
+    # the same tile twice with different labels: combined whatever the row order
+    twice = pd.concat([labels, labels.iloc[:5].assign(mitotic_figure=True)])
+    forward = _run(config, labels=twice).selection
+    backward = _run(config, labels=twice.iloc[::-1]).selection
+    pd.testing.assert_frame_equal(forward, backward)
+    # configured types without a column, and a type present on every tile: said, skipped
+    partial = labels.drop(columns=["macrophage"]).assign(eosinophil=True)
+    result = _run(config, labels=partial)
+    assert any("no column for ['macrophage']" in n for n in result.notes)
+    assert any(n.startswith("eosinophil: every labelled tile") for n in result.notes)
+    assert not {"macrophage", "eosinophil"} & set(result.cv.table["rare_type"])
+    slides = COHORT.slides()
+    with pytest.raises(UserInputError, match=r"\['S0000'\] listed twice"):
+        run_selection("LUAD", pd.concat([slides, slides.iloc[:1]]), SyntheticFeatures(COHORT),
+                      labels, config=config)  # fmt: skip
+    with pytest.raises(UserInputError, match="--n-uncertain 0"):
+        _run(SelectionConfig(**FAST | {"arms": ["uncertainty"], "n_uncertain": 0}))
+    feats = SyntheticFeatures(COHORT).load("S0000")
+    misaligned = ArrayFeatures(
+        {"S0000": {"enc_a": (feats.tile_ids[:-1], feats.values["enc_a"])}}, ("enc_a",)
+    )
+    with pytest.raises(UserInputError, match="59 tile ids but values of shape"):
+        misaligned.load("S0000")

@@ -23,6 +23,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
+from histocurate.selection.scalers import safe_std
 from histocurate.selection.seeds import int_seed, rng_for
 
 
@@ -56,7 +57,7 @@ def standardise(X: np.ndarray) -> np.ndarray:
         return X
     mean = X.mean(axis=0, dtype=np.float64)
     std = X.std(axis=0, dtype=np.float64)
-    return ((X - mean) / np.where(std < 1e-6, 1.0, std)).astype(np.float32)
+    return ((X - mean) / safe_std(mean, std)).astype(np.float32)
 
 
 def one_per_cluster(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -15,6 +15,8 @@ from histocurate.selection.seeds import rng_for
 def uniform_draw(pool: pd.DataFrame, n: int, *, seed: int, key: str) -> pd.DataFrame:
     """``n`` rows of ``pool`` at random without replacement (all of them when fewer), with a
     ``draw_weight`` column (1 / pool size)."""
+    if n < 0:
+        raise ValueError(f"cannot draw {n} tiles")
     pool = pool.sort_values("tile_id", kind="stable").reset_index(drop=True)
     take = min(n, len(pool))
     rows = np.sort(rng_for(seed, "uniform-draw", key).choice(len(pool), take, replace=False))
@@ -31,6 +33,10 @@ def weighted_draw(
     weights = np.asarray(weights, dtype=np.float64)
     if len(weights) != len(pool):
         raise ValueError("one weight per pool row")
+    if len(weights) and (
+        not np.isfinite(weights).all() or (weights < 0).any() or not weights.any()
+    ):
+        raise ValueError("weights must be finite, >= 0 and not all 0")
     order = np.argsort(pool["tile_id"].to_numpy(), kind="stable")
     pool, weights = pool.iloc[order].reset_index(drop=True), weights[order]
     if len(pool) == 0:

@@ -183,6 +183,11 @@ def run_selection(
     notes: list[str] = []
     timings: dict[str, float] = {}
     arms: list[str] = [a for a in ("diversity", "rare", "uncertainty") if a in config.arms]
+    check_slides(slides)
+    if labels is not None:
+        labels = checked_labels(labels, config.rare_types, notes)
+    if arms == ["uncertainty"] and config.n_uncertain == 0:
+        raise UserInputError("--arms uncertainty with --n-uncertain 0 selects nothing")
     encoders = list(source.encoders)
     target = slides[slides["indication"] == indication]
     if target.empty:
@@ -278,6 +283,57 @@ def run_selection(
         timings,
         _records([r for s in scores for r in s.rare]),
     )
+
+
+def check_slides(slides: pd.DataFrame) -> None:
+    """The slides table: its columns, one row per slide."""
+    missing = [c for c in ("slide_id", "cohort", "indication", "n_tiles") if c not in slides]
+    if missing:
+        raise UserInputError(f"the slides table lacks column(s) {missing}")
+    twice = slides["slide_id"][slides["slide_id"].duplicated()].unique().tolist()
+    if twice:
+        raise UserInputError(f"slide(s) {twice[:5]} listed twice in the slides table")
+
+
+def checked_labels(labels: pd.DataFrame, types: Sequence[str], notes: list[str]) -> pd.DataFrame:
+    """Presence labels as the arms need them: one row per tile, one bool column per type.
+
+    Rows of the same tile are combined (present if any row says so: the result does not
+    depend on their order); a tile id on two slides, or a value that is not a boolean
+    (blank, text), is an error naming it. Configured types without a column get a note.
+    """
+    missing = [c for c in ("tile_id", "slide_id") if c not in labels]
+    if missing:
+        raise UserInputError(f"presence labels lack column(s) {missing}")
+    present = [t for t in types if t in labels.columns]
+    absent = [t for t in types if t not in labels.columns]
+    if absent:
+        notes.append(f"presence labels have no column for {absent}: no presence model for them")
+    for t in present:
+        values = labels[t]
+        if values.isna().any() or not (
+            pd.api.types.is_bool_dtype(values) or set(pd.unique(values)) <= {0, 1}
+        ):
+            bad = values[values.isna() | ~values.isin([True, False, 0, 1])].head(3).tolist()
+            raise UserInputError(
+                f"presence labels, column {t!r}: values must be true/false (or 1/0), found "
+                f"{bad}; fill blanks with false"
+            )
+    ids = labels["tile_id"].astype(str)
+    slides_of = labels.assign(tile_id=ids).groupby("tile_id")["slide_id"].nunique()
+    shared = slides_of[slides_of > 1].index.tolist()
+    if shared:
+        raise UserInputError(
+            f"tile id(s) {shared[:3]} label tiles of several slides: tile ids must be unique "
+            "across slides (e.g. <slide_id>_x<x>_y<y>)"
+        )
+    combined = (
+        labels.assign(tile_id=ids, **{t: labels[t].astype(bool) for t in present})
+        .groupby("tile_id", sort=True)
+        .agg({"slide_id": "first", **{t: "any" for t in present}})
+        .reset_index()
+    )
+    return combined
 
 
 def _scan(

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 ScalerKind = Literal["global", "slide", "cohort"]
-_MIN_STD = 1e-6
+_RELATIVE_MIN_STD = 1e-6  # a column this flat relative to its size is constant (rounding)
 
 
 @dataclass
@@ -56,11 +56,14 @@ class GroupMoments:
         n = self.count[group]
         mean = self.total[group] / n
         var = np.maximum(self.squares[group] / n - mean**2, 0.0)
-        return mean, _safe_std(np.sqrt(var))
+        return mean, safe_std(mean, np.sqrt(var))
 
 
-def _safe_std(std: np.ndarray) -> np.ndarray:
-    return np.where(std < _MIN_STD, 1.0, std)
+def safe_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``std``, with 1 for constant columns. "Constant" is relative to the column's size,
+    so features of any scale (1e-30 or 1e30) are z-scored alike."""
+    size = np.maximum(np.abs(mean), std)
+    return np.where(std <= _RELATIVE_MIN_STD * size, 1.0, std)
 
 
 def moments_of(values: np.ndarray, groups: np.ndarray) -> GroupMoments:
@@ -90,7 +93,7 @@ class ZScaler(TransformerMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float32)
         if self.by == "global":
             self.mean_ = X.mean(axis=0, dtype=np.float64)
-            self.scale_ = _safe_std(X.std(axis=0, dtype=np.float64))
+            self.scale_ = safe_std(self.mean_, X.std(axis=0, dtype=np.float64))
         else:
             if groups is None:
                 raise ValueError(f"ZScaler(by={self.by!r}) needs groups")

@@ -49,6 +49,11 @@ def align(slide_id: str, per_encoder: Mapping[str, tuple[np.ndarray, np.ndarray]
     values = {}
     for encoder, (ids, vals) in per_encoder.items():
         ids = np.asarray(ids).astype(str)
+        if np.ndim(vals) != 2 or len(vals) != len(ids):
+            raise UserInputError(
+                f"features of {encoder!r} for slide {slide_id}: {len(ids)} tile ids but "
+                f"values of shape {np.shape(vals)} (one row per tile expected)"
+            )
         order = np.argsort(ids, kind="stable")
         if len(np.unique(ids)) != len(ids):
             raise UserInputError(

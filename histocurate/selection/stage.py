@@ -169,10 +169,15 @@ def fit_presence(
         return None
     y_all = labels.reindex(ids).to_numpy(dtype=bool)
     positives = y_all.sum(axis=0)
-    types = [t for t, n in zip(labels.columns, positives, strict=True) if n > 0]
+    types = [t for t, n in zip(labels.columns, positives, strict=True) if 0 < n < len(ids)]
     for t, n in zip(labels.columns, positives, strict=True):
         if n == 0:
             notes.append(f"{t}: no labelled tile contains one; no presence model for this type")
+        elif n == len(ids):
+            notes.append(
+                f"{t}: every labelled tile contains one (no negative to learn from); no "
+                "presence model for this type"
+            )
     if not types:
         notes.append("no rare type has a positive tile: the rare and uncertainty arms are skipped")
         return None
