@@ -154,6 +154,7 @@ class SelectionConfig(Section):
     )
     scalers: list[ScalerName] = Field(
         default_factory=lambda: list(_SCALERS),
+        min_length=1,
         description="Z-scoring candidates: fitted globally, per slide, per cohort.",
     )
     ensemble_members: int = Field(5, ge=2, description="Members of each final presence model.")
@@ -181,13 +182,6 @@ class SelectionConfig(Section):
     def _layers(cls, value: list[list[int]]) -> list[list[int]]:
         if not value or any(not layers or min(layers) < 1 for layers in value):
             raise ValueError("give at least one depth, each a non-empty list of sizes >= 1")
-        return value
-
-    @field_validator("scalers")
-    @classmethod
-    def _some_scaler(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("give at least one scaler (global, slide, cohort)")
         return value
 
     @field_validator("uncertainty_clusters")
