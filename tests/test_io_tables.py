@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_schema import SLIDES, TILES
+from data_schema._table import SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY
 from histocurate.errors import SchemaError
 from histocurate.io import (
     list_partitions,
@@ -50,9 +51,12 @@ def test_provenance_is_kept_beside_the_stamp_and_read_alone(tmp_path: Path) -> N
     path = write_table(slides_frame(), tmp_path / "s.parquet", SLIDES,
                        provenance={"slide": "12:ab", "tiling": "x"})  # fmt: skip
     assert read_provenance(path) == {"slide": "12:ab", "tiling": "x"}
-    pd.testing.assert_frame_equal(read_table(path, SLIDES), read_table(path, SLIDES))
     plain = write_table(slides_frame(), tmp_path / "plain.parquet", SLIDES)
     assert read_provenance(plain) == {}
+    # the stamp is still checked and the rows are those of a plain write
+    pd.testing.assert_frame_equal(read_table(path, SLIDES), read_table(plain, SLIDES))
+    meta = pq.read_schema(path).metadata
+    assert meta[SCHEMA_NAME_KEY] == b"slides" and SCHEMA_VERSION_KEY in meta
     (tmp_path / "junk.parquet").write_text("not parquet")
     assert read_provenance(tmp_path / "junk.parquet") == {}
     assert read_provenance(tmp_path / "missing.parquet") == {}

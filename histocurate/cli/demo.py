@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from histocurate.cli.base import PrefectOption, app, console, err_console
+from histocurate.cli.base import PrefectOption, app, console
 from histocurate.errors import HistocurateError
 from histocurate.workspace import Workspace
 
@@ -169,22 +169,15 @@ def demo_steps(options: DemoOptions) -> list[tuple[str, Callable[[], None]]]:
     ]
 
 
-def _segmenter_problem(workspace: Path, segmenter: str, checkpoint: Path | None) -> str | None:
-    """Why the segment step would fail (unknown segmenter, NuClick without weights)."""
+def _check_segmenter(workspace: Path, segmenter: str, checkpoint: Path | None) -> None:
+    """Build the segmenter the segment step will use, so that an unknown name or missing or
+    bad NuClick weights are refused now, not after minutes of synth, tiling and annotation
+    (`UserInputError`, as the segment command would raise it)."""
     from histocurate.config import load_config
+    from histocurate.segment.stage import segmenter_for
 
-    if segmenter not in ("watershed", "nuclick"):
-        return f"--segmenter {segmenter!r}: use watershed or nuclick (with --checkpoint)"
-    if segmenter != "nuclick":
-        return None
-    config = load_config(workspace)
-    configured = config.segment.checkpoint
-    weights = checkpoint or (config.resolve(configured) if configured else None)
-    if weights is None:
-        return "--segmenter nuclick needs weights: pass --checkpoint, or use watershed"
-    if not Path(weights).is_file():
-        return f"--checkpoint {weights}: no such file"
-    return None
+    overrides = {"segment": {"checkpoint": str(checkpoint)}} if checkpoint else {}
+    segmenter_for(load_config(workspace, overrides), segmenter)
 
 
 @app.command()
@@ -223,10 +216,7 @@ def demo(
     )
     if not (workspace / "histocurate.toml").exists() and main(["init", str(workspace)]) != 0:
         raise typer.Exit(1)
-    problem = _segmenter_problem(workspace, segmenter, checkpoint)
-    if problem:  # say it now, not after minutes of synth, tiling and annotation
-        err_console.print(Text("error: ", style="bold red") + Text(problem))
-        raise typer.Exit(2)
+    _check_segmenter(workspace, segmenter, checkpoint)
     timings = []
     for name, action in demo_steps(options):
         start = time.perf_counter()

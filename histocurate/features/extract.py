@@ -156,8 +156,7 @@ def embed_tile_table(
         group = groups.get(slide_id, tiles.iloc[:0])
         path = partition_path(out_dir, slide_id)
         wanted = dict((provenance or {}).get(slide_id, {}))
-        current = provenance is None or read_provenance(path) == wanted
-        if path.exists() and not force and current:
+        if not force and path.exists() and (provenance is None or read_provenance(path) == wanted):
             report(SlideOutcome(slide_id, "skipped", len(group), path=str(path)))
             continue
         values = np.zeros((len(group), encoder.dim), dtype=np.float32)

@@ -247,8 +247,7 @@ def run_selection(
     if learn and labels is not None:
         t0 = time.perf_counter()
         types = [t for t in config.rare_types if t in labels.columns]
-        ids = labels["tile_id"].astype(str)
-        table = labels.assign(tile_id=ids).drop_duplicates("tile_id").set_index("tile_id")[types]
+        table = labels.set_index("tile_id")[types]  # one row per tile (checked_labels)
         models = fit_presence(scans, table, encoders=encoders, config=config, notes=notes)
         timings["fit"] = time.perf_counter() - t0
     scores: list[SlideScores] = []
