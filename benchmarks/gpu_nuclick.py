@@ -6,7 +6,7 @@ prints one table. Rows:
   weights (NCHW and channels_last);
 - post-processing only (CPU): what `nuclick.predict_many` does after the network, from
   probability maps to instance maps and polygons, per tile: the plain per-click reference
-  (`nuclick.reference`, the code before the speed-up), the fast path in one process, and
+  (`nuclick.testing.reference`, the code before the speed-up), the fast path in one process, and
   the fast path over a pool of worker processes;
 - CPU side of `predict_many`: guidance maps, batching and post-processing with the
   network replaced by the prepared maps (no GPU), in-process and with the pool;
@@ -19,7 +19,7 @@ patch) that make post-processing far slower than it is with a trained model, so 
 row that post-processes uses maps made from the truth of synthetic H&E tiles
 (`histocurate.synth`, 448 px tiles at 0.25 um/px, clicks at the true centroids): per
 click the clicked nucleus blurred to a soft edge, faint neighbours and smooth noise
-(`nuclick.synthetic.oracle_probabilities`: about two components per patch, Dice 0.98 to
+(`nuclick.testing.synthetic.oracle_probabilities`: about two components per patch, Dice 0.98 to
 the truth). End to end, the network runs for real on every batch and its output is then
 swapped for the prepared maps of the same clicks (timing of the network unchanged).
 
@@ -44,8 +44,8 @@ from nuclick.guidance import click_pixels, patch_origins
 from nuclick.model import NuClick, count_parameters
 from nuclick.postprocess import from_probabilities
 from nuclick.predict import PredictOptions, duplicate_groups, predict_many
-from nuclick.reference import reference_from_probabilities
-from nuclick.synthetic import oracle_probabilities
+from nuclick.testing.reference import reference_from_probabilities
+from nuclick.testing.synthetic import oracle_probabilities
 
 
 @dataclass

@@ -37,7 +37,7 @@ from histocurate.metrics import (
 )
 from histocurate.metrics.output import evaluate_files
 from histocurate.metrics.summary import summarise
-from histocurate.metrics.synthetic import synthetic_prediction, synthetic_truth
+from histocurate.testing.metrics_data import synthetic_prediction, synthetic_truth
 
 SIZE = 448
 

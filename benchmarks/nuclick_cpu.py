@@ -7,7 +7,7 @@ Each mode runs in its own process (peak resident memory is per process). Random 
 (the network's speed does not depend on them).
 
 Then post-processing alone (probability maps -> instance maps and polygons), before and
-after the speed-up in the same run: the plain per-click reference (`nuclick.reference`)
+after the speed-up in the same run: the plain per-click reference (`nuclick.testing.reference`)
 and the fast path (`nuclick.postprocess.from_probabilities`), in one process and over a
 pool of ``--threads`` processes, on realistic probability maps (synthetic H&E tiles,
 clicks at true centroids, maps made from the truth: see `benchmarks/gpu_nuclick.py`),

@@ -1,6 +1,6 @@
 """Selection at scale: end-to-end `run_selection` time and peak memory vs number of slides.
 
-Synthetic features (`histocurate.selection.synthetic`): N slides x T tiles x 768-d
+Synthetic features (`histocurate.testing.selection_data`): N slides x T tiles x 768-d
 ("phikon") plus an 83-d second view ("builtin", the built-in encoder's size), so the
 presence models have their 12 candidates. All slides are one indication; presence labels
 exist for a fixed set of tiles (default 2,000, 100 tiles on each of 20 slides: a first
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _cohort(n_slides: int, tiles: int, dim: int):  # type: ignore[no-untyped-def]
-    from histocurate.selection.synthetic import SyntheticCohort
+    from histocurate.testing.selection_data import SyntheticCohort
 
     return SyntheticCohort(
         n_slides=n_slides,
@@ -52,7 +52,7 @@ def one_point(args: argparse.Namespace, n_slides: int) -> dict[str, float]:
     from histocurate.config import SelectionConfig
     from histocurate.selection.pipeline import run_selection
     from histocurate.selection.sources import WorkspaceFeatures
-    from histocurate.selection.synthetic import SyntheticFeatures
+    from histocurate.testing.selection_data import SyntheticFeatures
 
     cohort = _cohort(n_slides, args.tiles, args.dim)
     slides = cohort.slides()

@@ -17,12 +17,17 @@ SCHEMA_VERSION_KEY = b"histocurate.schema_version"
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One column: its name, Arrow type, whether nulls are allowed, and what it means."""
+    """One column: its name, Arrow type, whether nulls are allowed, and what it means.
+
+    ``choices`` makes it an enumerated column (an arm, a status, a reason): writes check
+    that every value is one of them, so a typo in a stage never reaches a table.
+    """
 
     name: str
     type: pa.DataType
     doc: str
     nullable: bool = False
+    choices: tuple[str, ...] | None = None  # an enumerated column: the values it may hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,13 @@ class TableSchema:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    def choices(self, name: str) -> tuple[str, ...]:
+        """The values enumerated column ``name`` may hold."""
+        found = self.column(name).choices
+        if found is None:
+            raise KeyError(f"column {name!r} of table {self.name!r} is not enumerated")
+        return found
 
     def to_arrow(self) -> pa.Schema:
         """The Arrow schema, stamped with this declaration's name and version."""

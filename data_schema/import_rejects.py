@@ -25,7 +25,7 @@ IMPORT_REJECTS = TableSchema(
         Column("image_id", pa.int64(), "Cytomine image instance id."),
         Column("tile_id", pa.string(), "Tile of the image, if a known tile.", nullable=True),
         Column("annotator", pa.string(), "Username of the author, when known.", nullable=True),
-        Column("reason", pa.string(), f"Why it was kept aside: {', '.join(REJECT_REASONS)}."),
+        Column("reason", pa.string(), "Why it was kept aside.", choices=REJECT_REASONS),
         Column("detail", pa.string(), "Human-readable detail (geometry type, term ids...)."),
         Column("location", pa.string(), "The geometry as WKT (Cytomine coordinates)."),
         Column("term_ids", pa.list_(pa.int64()), "Cytomine term ids of the annotation."),

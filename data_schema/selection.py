@@ -4,6 +4,8 @@ import pyarrow as pa
 
 from data_schema._table import Column, TableSchema
 
+ARMS = ("diversity", "rare", "uncertainty")
+
 SELECTION = TableSchema(
     name="selection",
     version=1,
@@ -13,9 +15,7 @@ SELECTION = TableSchema(
         Column("tile_id", pa.string(), "Selected tile (tiles.tile_id)."),
         Column("slide_id", pa.string(), "Slide the tile comes from."),
         Column("indication", pa.string(), "Indication the selection was made for."),
-        Column(
-            "arm", pa.string(), "Arm that chose the tile: 'diversity', 'rare' or 'uncertainty'."
-        ),
+        Column("arm", pa.string(), "Arm that chose the tile.", choices=ARMS),
         Column("encoder", pa.string(), "Encoder whose features chose it (K-means or model)."),
         Column(
             "cluster_id",

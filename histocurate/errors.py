@@ -25,3 +25,7 @@ class WorkspaceError(UserInputError):
 
 class SlideError(UserInputError):
     """A slide cannot be opened or lacks what a stage needs (such as its resolution)."""
+
+
+class GeometryError(UserInputError, ValueError):
+    """A geometry that cannot be used (not WKB, not a polygon, an open ring)."""

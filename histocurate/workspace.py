@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from histocurate.campaign import Campaign
 from histocurate.config import CONFIG_FILE, HistocurateConfig, render_toml
 from histocurate.errors import WorkspaceError
 from histocurate.io import atomic_write_text
@@ -73,30 +74,14 @@ class Workspace:
         """Annotations the import kept aside, with the reason (table ``import_rejects``)."""
         return self.root / "import_rejects.parquet"
 
-    @property
-    def masks(self) -> Path:
-        """Nucleus mask of every click (table ``masks``, one file per tile)."""
-        return self.root / "masks.parquet"
+    def campaign(self, project: str) -> Campaign:
+        """The folder of one campaign (masks, consensus, frozen images, its reports)."""
+        return Campaign(self.root, project)
 
     @property
-    def consensus(self) -> Path:
-        """Consensus nuclei of the campaign (table ``consensus``, one file)."""
-        return self.root / "consensus.parquet"
-
-    @property
-    def consensus_fates(self) -> Path:
-        """What became of every click (table ``consensus_fates``, one file)."""
-        return self.root / "consensus_fates.parquet"
-
-    @property
-    def consensus_shards(self) -> Path:
-        """Per-shard consensus files the Prefect flow merges (table ``consensus``)."""
-        return self.root / "consensus_shards"
-
-    @property
-    def qupath(self) -> Path:
-        """GeoJSON for QuPath, one ``<tile_id>.geojson`` per tile."""
-        return self.root / "exports" / "qupath"
+    def campaigns(self) -> Path:
+        """One folder per campaign (``campaigns/<project>/``)."""
+        return self.root / "campaigns"
 
     @property
     def evaluation(self) -> Path:

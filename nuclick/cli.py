@@ -88,7 +88,7 @@ def _load(consep: list[Path], pannuke: list[Path], masks: list[Path], images: Pa
 def _train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from nuclick.synthetic import toy_samples
+    from nuclick.testing.synthetic import toy_samples
     from nuclick.train import TrainConfig, train
     from nuclick.train_data import NuclickPatchDataset
 

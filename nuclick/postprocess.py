@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 from shapely.geometry import Polygon
-from skimage.measure import find_contours
 from skimage.measure import label as label_regions
 from skimage.morphology import disk, remove_small_objects
+
+from histocurate.geometry.outline import polygons_of
 
 FALLBACK_RADIUS = 4  # px at the model's resolution (0.25 um/px: a 2 um disc)
 
@@ -315,39 +316,3 @@ def from_probabilities(
     for (patch, offset), i, origin in zip(found, run, origins, strict=True):
         patches[i], where[i], fallback[i] = patch, origin + offset, patch.fallback
     return assemble(shape, rc, same_as, patches, where, fallback, segmenter=segmenter)
-
-
-def mask_to_polygon(mask: np.ndarray, offset_rc: tuple[int, int] = (0, 0)) -> Polygon:
-    """Outline of a binary mask as a valid polygon in (x, y) pixel-edge coordinates.
-
-    The contour runs through the pixel-edge midpoints of the border pixels (half-pixel
-    inside the pixel squares' outer edges); rasterising it at pixel centres gives the
-    mask back. With several pieces, the largest is kept.
-    """
-    padded = np.pad(mask.astype(np.float32), 1)
-    contours = find_contours(padded, 0.5)
-    if not contours:
-        return Polygon()
-    best = Polygon()
-    for contour in contours:
-        if len(contour) < 4:
-            continue
-        # contour (row, col) in padded pixel-centre indices -> (x, y) in pixel-edge coords
-        xy = contour[:, ::-1] - 1 + 0.5 + np.array([offset_rc[1], offset_rc[0]])
-        poly = Polygon(xy)
-        if not poly.is_valid:
-            poly = poly.buffer(0)
-            if poly.geom_type == "MultiPolygon":
-                poly = max(poly.geoms, key=lambda g: g.area)
-        if poly.area > best.area:
-            best = poly
-    return best if best.geom_type == "Polygon" else Polygon()
-
-
-def polygons_of(labels: np.ndarray) -> dict[int, Polygon]:
-    """Polygon of every label of an instance map."""
-    out: dict[int, Polygon] = {}
-    for lab, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is not None:
-            out[lab] = mask_to_polygon(labels[sl] == lab, (sl[0].start, sl[1].start))
-    return out

@@ -22,7 +22,7 @@ from histocurate.metrics import (
     rasterize,
     read_instances,
 )
-from histocurate.metrics.synthetic import synthetic_prediction, synthetic_truth
+from histocurate.testing.metrics_data import synthetic_prediction, synthetic_truth
 
 PRED_COLUMNS = ["tile_id", "x", "y", "polygon", "label"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from data_schema import EVALUATION, INSTANCES
 from histocurate.io import read_table, write_table
-from histocurate.metrics.synthetic import synthetic_prediction, synthetic_truth
+from histocurate.testing.metrics_data import synthetic_prediction, synthetic_truth
 
 
 @pytest.mark.prefect

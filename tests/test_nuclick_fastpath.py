@@ -19,13 +19,13 @@ from nuclick.postprocess import (
     resolve_overlaps,
 )
 from nuclick.predict import PredictOptions, duplicate_groups, predict_many
-from nuclick.reference import (
+from nuclick.testing.reference import (
     crop_to_mask,
     finalize_loop,
     reference_from_probabilities,
     resolve_overlaps_loop,
 )
-from nuclick.synthetic import oracle_probabilities, toy_sample
+from nuclick.testing.synthetic import oracle_probabilities, toy_sample
 
 
 def _same(a: SegmentationResult, b: SegmentationResult) -> None:

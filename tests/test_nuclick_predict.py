@@ -10,7 +10,7 @@ from torch import nn
 from nuclick.errors import NuClickError
 from nuclick.guidance import build_inputs, click_pixels, pad_to_patch, patch_origins
 from nuclick.predict import PredictOptions, predict, predict_many
-from nuclick.synthetic import toy_sample
+from nuclick.testing.synthetic import toy_sample
 from nuclick.watershed import watershed_segment
 
 

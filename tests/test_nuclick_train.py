@@ -16,7 +16,7 @@ from skimage.io import imsave
 from nuclick.cli import main as nuclick_main
 from nuclick.errors import NuClickError
 from nuclick.model import load_model
-from nuclick.synthetic import toy_samples
+from nuclick.testing.synthetic import toy_samples
 from nuclick.train import TrainConfig, train
 from nuclick.train_data import (
     NuclickPatchDataset,
@@ -46,7 +46,9 @@ def test_patches_clicks_and_weights() -> None:
         assert len(click) == 1 and target[0, click[0, 0], click[0, 1]] == 1  # inside the nucleus
         assert set(weights.unique().tolist()) <= {1.0, 2.0, 4.0}
         assert (weights[target > 0] == 2).all()
-        assert (inputs[4][target[0] > 0] == 0).all() or inputs[4].sum() > 0
+        # the exclusion map marks the other clicks only: binary, never on the target nucleus
+        assert set(inputs[4].unique().tolist()) <= {0.0, 1.0}
+        assert (inputs[4][target[0] > 0] == 0).all()
     plain = NuclickPatchDataset(samples, patch_size=64, augment=False)
     assert torch.equal(plain[0][0], plain[0][0])  # validation patches are fixed
 
@@ -72,9 +74,15 @@ def test_loaders(tmp_path: Path) -> None:
     square = shapely.box(10, 20, 20, 26)  # x 10-20, y 20-26 (pixel edges)
     inst = rasterize_polygons([shapely.to_wkb(square)], (40, 40))
     assert inst.sum() == 60 and inst[20, 10] == 1 and inst[26, 10] == 0
-    table = pd.DataFrame({"tile_id": ["t1", "t1"], "polygon": [shapely.to_wkb(square)] * 2})
+    # a nucleus cut in two pieces (MultiPolygon) keeps both pieces
+    pieces = shapely.MultiPolygon([shapely.box(1, 1, 4, 4), shapely.box(30, 30, 33, 33)])
+    table = pd.DataFrame(
+        {"tile_id": ["t1", "t1"], "polygon": [shapely.to_wkb(square), shapely.to_wkb(pieces)]}
+    )
     loaded = load_masks_table(table, lambda t: np.zeros((40, 40, 3), np.uint8))
-    assert loaded[0].name == "t1" and loaded[0].inst_map.max() == 2
+    inst = loaded[0].inst_map
+    assert loaded[0].name == "t1" and inst.max() == 2
+    assert (inst == 1).sum() == 60 and (inst == 2).sum() == 18
 
 
 @pytest.mark.slow

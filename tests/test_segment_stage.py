@@ -18,7 +18,7 @@ from histocurate.io import list_partitions, read_table, write_partition, write_t
 from histocurate.segment import make_segmenter, run_segment, segment_points
 from histocurate.workspace import Workspace, init_workspace
 from nuclick.model import Checkpoint, NuClick, save_model
-from nuclick.synthetic import toy_sample
+from nuclick.testing.synthetic import toy_sample
 from tests.slide_files import write_slide
 
 SIZE = 128

@@ -17,7 +17,7 @@ from histocurate.features.store import write_slide_features
 from histocurate.io import read_table, write_partition
 from histocurate.selection.pipeline import run_selection
 from histocurate.selection.sources import ArrayFeatures, WorkspaceFeatures
-from histocurate.selection.synthetic import SyntheticCohort, SyntheticFeatures
+from histocurate.testing.selection_data import SyntheticCohort, SyntheticFeatures
 from histocurate.workspace import Workspace, init_workspace
 
 FAST = {

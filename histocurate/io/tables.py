@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_schema._table import SCHEMA_NAME_KEY, SCHEMA_VERSION_KEY, TableSchema
@@ -70,8 +71,28 @@ def to_arrow(data: pd.DataFrame | pa.Table, schema: TableSchema, *, origin: str)
                 f"{origin}: column {col.name!r} has {array.null_count} missing value(s) but "
                 f"table {schema.name!r} does not allow nulls there"
             )
+        if col.choices is not None:
+            _check_choices(array, col.name, col.choices, schema, origin)
         arrays.append(array)
     return pa.Table.from_arrays(arrays, schema=schema.to_arrow())
+
+
+def _check_choices(
+    array: pa.Array | pa.ChunkedArray,
+    name: str,
+    choices: tuple[str, ...],
+    schema: TableSchema,
+    origin: str,
+) -> None:
+    values = array.type.value_type if pa.types.is_list(array.type) else None
+    flat = pc.list_flatten(array) if values is not None else array
+    found = pc.unique(flat.drop_null()).to_pylist()
+    bad = sorted(str(v) for v in found if v not in choices)
+    if bad:
+        raise SchemaError(
+            f"{origin}: column {name!r} of table {schema.name!r} holds {bad[:5]}; its values "
+            f"must be one of {list(choices)}"
+        )
 
 
 def check_arrow_schema(found: pa.Schema, schema: TableSchema, *, origin: str) -> None:

@@ -6,6 +6,7 @@ Pure functions over arrays first (`panoptic_quality`, `match_instances`, `class_
 the CLI (`histocurate evaluate`) and the Prefect flow (`flows/evaluate.py`) only wire.
 """
 
+from histocurate.geometry.raster import rasterize
 from histocurate.metrics.bootstrap import (
     paired_p_value,
     percentile_interval,
@@ -32,7 +33,6 @@ from histocurate.metrics.panoptic import (
     pooled,
     tile_mean,
 )
-from histocurate.metrics.rasterize import rasterize
 from histocurate.metrics.tables import Instances, instances_from_frame, read_instances
 
 __all__ = [

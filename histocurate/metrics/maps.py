@@ -8,12 +8,14 @@ the metrics relabel them to ``1..n`` once, so that every later step can use dens
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from histocurate.errors import UserInputError
+from histocurate.errors import GeometryError, UserInputError
 
 
 class MetricsInputError(UserInputError, ValueError):
@@ -21,6 +23,15 @@ class MetricsInputError(UserInputError, ValueError):
 
     It is a `ValueError` for library callers and a `UserInputError` for the CLI (exit 2).
     """
+
+
+@contextmanager
+def as_metrics_error() -> Iterator[None]:
+    """Report a bad geometry met by the shared rasteriser as a metrics input error."""
+    try:
+        yield
+    except GeometryError as exc:
+        raise MetricsInputError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

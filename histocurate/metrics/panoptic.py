@@ -177,10 +177,13 @@ def panoptic_quality_polygons(
     polygon when its centre lies inside; where polygons of one list overlap, the later
     one wins; parts outside the tile are clipped), then compared as maps.
     """
-    from histocurate.metrics.rasterize import as_geometries, rasterize
+    from histocurate.geometry.raster import rasterize
+    from histocurate.metrics.maps import as_metrics_error
+    from histocurate.metrics.tables import as_geometries
 
-    tmap = rasterize(as_geometries(true, name="true"), shape=shape)
-    pmap = rasterize(as_geometries(pred, name="pred"), shape=shape)
+    with as_metrics_error():
+        tmap = rasterize(as_geometries(true, name="true"), shape=shape)
+        pmap = rasterize(as_geometries(pred, name="pred"), shape=shape)
     m = match_contiguous(
         tmap, pmap, len(true), len(pred), iou_threshold=_check_threshold(iou_threshold)
     )

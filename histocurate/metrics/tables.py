@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from histocurate.metrics.maps import MetricsInputError
-from histocurate.metrics.rasterize import as_geometries
+from histocurate.geometry.wkb import from_wkb
+from histocurate.metrics.maps import MetricsInputError, as_metrics_error
 
 TypeCheck = Callable[[pa.DataType], bool]
 
@@ -52,6 +52,12 @@ INSTANCE_COLUMNS: dict[str, tuple[TypeCheck, str]] = {
     "labels": (_is_string_list, "list<string>"),
 }
 """Columns the reader uses: tile_id and label always; polygon, or x and y; labels optional."""
+
+
+def as_geometries(values: object, *, name: str) -> NDArray[np.object_]:
+    """Shapely geometries from WKB (or shapely) values; a bad one is a metrics input error."""
+    with as_metrics_error():
+        return from_wkb(values, name=name)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

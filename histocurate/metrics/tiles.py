@@ -20,16 +20,16 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from histocurate.geometry.raster import Spans, area_priority, paint, polygon_spans
 from histocurate.metrics.classification import (
     Multilabel,
     class_counts,
     encode_label_sets,
     encode_predictions,
 )
-from histocurate.metrics.maps import MetricsInputError
+from histocurate.metrics.maps import MetricsInputError, as_metrics_error
 from histocurate.metrics.pairing import pair_points
 from histocurate.metrics.panoptic import match_contiguous
-from histocurate.metrics.rasterize import Spans, polygon_spans
 from histocurate.metrics.tables import Instances
 
 DETECTION_STATS: tuple[str, ...] = ("tp", "fp", "fn", "iou_sum", "n_true", "n_pred")
@@ -83,9 +83,19 @@ def _slice(spans: Spans, lo: int, hi: int) -> Spans:
     return Spans(spans.owner[lo:hi], spans.row[lo:hi], spans.start[lo:hi], spans.stop[lo:hi])
 
 
-def _paint(buf: NDArray[np.int32], spans: Spans, local: NDArray[np.int64]) -> None:
-    idx, owner = spans.pixels(buf.shape[1])
-    np.maximum.at(buf.reshape(-1), idx, local[owner].astype(np.int32))
+def _paint(
+    buf: NDArray[np.int32], spans: Spans, local: NDArray[np.int64], priority: NDArray[np.int64]
+) -> None:
+    """Paint one tile's polygons by their local ids (contested pixels: the smallest's)."""
+    if spans.owner.size:
+        owners = np.unique(spans.owner)
+        paint(
+            Spans(np.searchsorted(owners, spans.owner), spans.row, spans.start, spans.stop),
+            shape=buf.shape,  # type: ignore[arg-type]
+            values=local[owners],
+            priority=priority[owners],
+            out=buf,
+        )
 
 
 def _rows_by_tile(codes: NDArray[np.int64], n_tiles: int) -> list[NDArray[np.int64]]:
@@ -130,19 +140,19 @@ def count_tiles(
         p_local, p_n = _local_ids(pcode, n_tiles)
         t_rows = _rows_by_tile(tcode, n_tiles)
         p_rows = _rows_by_tile(pcode, n_tiles)
-        t_spans, t_bounds = _spans_by_tile(
-            polygon_spans(truth.geometry, shape=shape, name=truth.origin), tcode, n_tiles
-        )
-        p_spans, p_bounds = _spans_by_tile(
-            polygon_spans(pred.geometry, shape=shape, name=pred.origin), pcode, n_tiles
-        )
+        with as_metrics_error():
+            t_all = polygon_spans(truth.geometry, shape=shape, name=truth.origin)
+            p_all = polygon_spans(pred.geometry, shape=shape, name=pred.origin)
+        t_spans, t_bounds = _spans_by_tile(t_all, tcode, n_tiles)
+        p_spans, p_bounds = _spans_by_tile(p_all, pcode, n_tiles)
+        t_priority, p_priority = area_priority(truth.geometry), area_priority(pred.geometry)
         tbuf = np.zeros(shape, dtype=np.int32)
         pbuf = np.zeros(shape, dtype=np.int32)
         for k in range(n_tiles):
             tbuf.fill(0)
             pbuf.fill(0)
-            _paint(tbuf, _slice(t_spans, t_bounds[k], t_bounds[k + 1]), t_local)
-            _paint(pbuf, _slice(p_spans, p_bounds[k], p_bounds[k + 1]), p_local)
+            _paint(tbuf, _slice(t_spans, t_bounds[k], t_bounds[k + 1]), t_local, t_priority)
+            _paint(pbuf, _slice(p_spans, p_bounds[k], p_bounds[k + 1]), p_local, p_priority)
             m = match_contiguous(tbuf, pbuf, int(t_n[k]), int(p_n[k]), iou_threshold=iou_threshold)
             det[k, 0] = m.true_ids.size
             det[k, 3] = float(m.iou.sum())

@@ -14,12 +14,12 @@ import numpy as np
 from scipy import ndimage as ndi
 from shapely.geometry import Polygon
 
+from histocurate.geometry.outline import mask_to_polygon
 from nuclick.postprocess import (
     FALLBACK_RADIUS,
     PatchMask,
     SegmentationResult,
     keep_clicked_component,
-    mask_to_polygon,
 )
 
 

@@ -1,0 +1,129 @@
+"""The torch helpers every model package shares (features, nuclick, cellvit).
+
+One place decides which device a run uses and says clearly when it cannot have it, which
+autocast a precision means on that device, and how a checkpoint reaches the disk
+(atomically: a reader never sees half a file). It imports torch and the standard library
+only, so the model packages stay usable on their own.
+
+>>> resolve_device("cpu")
+device(type='cpu')
+>>> autocast_dtype("auto", resolve_device("cpu")) is None
+True
+>>> autocast_dtype("bf16", resolve_device("cpu"))
+torch.bfloat16
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from histocurate.errors import UserInputError
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
+
+
+class DeviceError(UserInputError):
+    """The device asked for does not exist here (the message says what does)."""
+
+
+def _visible() -> str:
+    if not torch.cuda.is_available():
+        built = torch.version.cuda
+        why = (
+            f"this torch build has CUDA {built} but no GPU is visible"
+            if built
+            else ("this torch build has no CUDA support")
+        )
+        masked = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if masked is not None:
+            why += f" (CUDA_VISIBLE_DEVICES={masked!r})"
+        return why
+    count = torch.cuda.device_count()
+    return f"{count} GPU(s) are visible: cuda:0 to cuda:{count - 1}"
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None) -> the first GPU when there is one, else the CPU; any other name
+    is checked against what this machine has.
+
+    >>> resolve_device(None).type in ("cpu", "cuda")
+    True
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    ...
+    histocurate.torchutil.DeviceError: --device 'tpu' is not a torch device name; use auto, ...
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(
+            f"--device {str(device)!r} is not a torch device name; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device}: {_visible()}; use --device cpu (or auto)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device}: {_visible()}")
+    elif resolved.type not in ("cpu", "mps"):
+        raise DeviceError(f"--device {device}: only cpu and cuda devices are supported")
+    return resolved
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain float32).
+
+    ``auto`` is bfloat16 on a GPU that supports it (float16 on older ones), float32 on the
+    CPU, where autocast rarely pays.
+    """
+    if precision not in PRECISIONS:
+        raise UserInputError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """The autocast context for ``precision`` on ``device`` (a no-op for float32)."""
+    dtype = autocast_dtype(precision, device)
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def needs_grad_scaler(device: torch.device, precision: str) -> bool:
+    """float16 training needs loss scaling (bfloat16 and float32 do not)."""
+    return autocast_dtype(precision, device) is torch.float16
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash mid-write
+    leaves the previous file whole."""
+    from histocurate.io.atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run ``model`` in eval mode under ``torch.inference_mode``, restoring its mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)
