@@ -30,7 +30,7 @@ from synthetic_workspace import synthetic_workspace  # noqa: E402  (benchmarks/ 
 
 from data_schema import TILES, TRUTH  # noqa: E402
 from histocurate.config import load_config  # noqa: E402
-from histocurate.features import embed_workspace, load_features  # noqa: E402
+from histocurate.features import load_features, run_embed  # noqa: E402
 from histocurate.io import read_table  # noqa: E402
 from histocurate.labels import RARE_LABELS  # noqa: E402
 from histocurate.workspace import Workspace  # noqa: E402
@@ -116,8 +116,8 @@ def main() -> int:
     )  # fmt: skip
     config = load_config(workspace.root, {"features": {"num_workers": args.workers}})
     t0 = time.perf_counter()
-    outcomes = embed_workspace(config, encoder=args.encoder, force=args.force_features)
-    done = sum(o.tiles for o in outcomes if o.status == "done")
+    outcomes = run_embed(config, encoder=args.encoder, force=args.force_features).outcomes
+    done = sum(o.count for o in outcomes if o.status == "done")
     print(f"features ({args.encoder}): {done} tiles embedded ({time.perf_counter() - t0:.0f} s)")
     features = load_features(workspace, args.encoder)
     labels = presence_labels(workspace, features.tile_ids)

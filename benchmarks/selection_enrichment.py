@@ -60,12 +60,12 @@ def build_workspace(
     root: Path, *, per_indication: int, size: int, encoder: str, workers: int
 ) -> Workspace:
     """Synthetic cohort -> tiles -> features (each step skipped when already done)."""
-    from histocurate.features import embed_workspace
+    from histocurate.features import run_embed
 
     ws = synthetic_workspace(root, per_indication=per_indication, size=size, workers=workers)
     if not ws.features(encoder).is_dir() or not any(ws.features(encoder).glob("*.parquet")):
         config = load_config(ws.root, {"features": {"num_workers": workers}})
-        embed_workspace(config, encoder=encoder)
+        run_embed(config, encoder=encoder).outcomes
     return ws
 
 

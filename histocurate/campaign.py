@@ -25,7 +25,6 @@ with a ``project`` column) that the import rewrites one project at a time.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 from collections.abc import Iterable
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from data_schema import ASSIGNMENTS, POINTS
+from histocurate.digest import sha256_hex, short_digest
 from histocurate.errors import UserInputError, WorkspaceError
 from histocurate.io import atomic_write_bytes, read_table
 
@@ -51,7 +51,7 @@ def folder_name(project: str) -> str:
     if _SAFE.match(project):
         return project
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", project).strip("_.-") or "project"
-    return f"{cleaned}-{hashlib.sha256(project.encode()).hexdigest()[:8]}"
+    return f"{cleaned}-{short_digest(project, 8)}"
 
 
 def png_bytes(rgb: np.ndarray, *, mpp: float) -> bytes:
@@ -70,7 +70,7 @@ def png_bytes(rgb: np.ndarray, *, mpp: float) -> bytes:
 
 
 def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return sha256_hex(data)
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -253,3 +253,24 @@ def read_points(points_path: Path, project: str) -> pd.DataFrame:
     check_arrow_schema(pq.read_schema(points_path), POINTS, origin=str(points_path))
     table = pq.read_table(points_path, filters=[("project", "=", project)])
     return table.to_pandas()
+
+
+def resolve_project(project: str | None, *, configured: str | None, points_path: Path) -> str:
+    """The campaign a command works on: ``--project``, else ``[cytomine] project``, else the
+    only project with imported points; several and none given is an error listing them."""
+    if project:
+        return project
+    if configured:
+        return configured
+    found = projects_with_points(points_path)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UserInputError(
+            f"no campaign given and no clicks imported yet ({points_path}); pass --project "
+            "(or set [cytomine] project) after `histocurate import --project NAME`"
+        )
+    raise UserInputError(
+        f"several campaigns have clicks ({', '.join(found)}): pass --project NAME (or set "
+        "[cytomine] project)"
+    )

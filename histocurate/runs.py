@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -83,6 +83,15 @@ class ItemOutcome:
         return asdict(self)
 
 
+class ItemFailed(Exception):
+    """Raised by an item's work to fail with an outcome it made itself (its counts and
+    error kept); `ItemWork` returns that outcome."""
+
+    def __init__(self, outcome: ItemOutcome) -> None:
+        super().__init__(outcome.error or f"{outcome.item} failed")
+        self.outcome = outcome
+
+
 @dataclass(frozen=True)
 class ItemWork(Generic[T]):
     """The work of one item, wrapped so that a failure becomes a failed outcome.
@@ -108,6 +117,8 @@ class ItemWork(Generic[T]):
     def failure(self, item: T, exc: BaseException, *, seconds: float = 0.0) -> ItemOutcome:
         """The failed outcome of ``item`` for ``exc`` (input errors keep their message;
         anything else is named with its type and the place it was raised)."""
+        if isinstance(exc, ItemFailed):
+            return exc.outcome
         if isinstance(exc, UserInputError):
             return ItemOutcome(self.name_of(item), "failed", seconds=seconds, error=str(exc),
                                input_error=True)  # fmt: skip
@@ -137,6 +148,23 @@ def run_items(
     return outcomes
 
 
+def progress_mapper(mapper: Mapper, progress: Progress | None) -> Mapper:
+    """``mapper`` reporting each pass over items to ``progress`` (a stage with several
+    passes, such as the selection's scan and score: one bar per pass)."""
+    if progress is None:
+        return mapper
+
+    def mapped(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        items = list(items)
+        inner = getattr(fn, "func", fn)
+        progress.start(len(items), getattr(inner, "__name__", "items").strip("_"))
+        for result in mapper(fn, items):
+            progress.advance(1)
+            yield result
+
+    return mapped
+
+
 def skipped(items: Iterable[str], **extra: Any) -> list[ItemOutcome]:
     """Outcomes of items found up to date by the plan (they never reach the mapper)."""
     return [ItemOutcome(item, "skipped", extra=dict(extra)) for item in items]
@@ -149,7 +177,8 @@ class Report:
     ``summary``: lines of totals; ``table``: one row per item (or whatever the stage's
     main table is); ``tables``: more named tables; ``warnings``: what needs a look;
     ``images``: pictures of the run (overlays, plots) to attach; ``body``: markdown that a
-    stage renders itself (the selection and agreement reports).
+    stage renders itself (the selection and agreement reports), which then shows ``tables``
+    itself: they are not rendered again, only published as table artifacts.
     """
 
     title: str
@@ -163,15 +192,15 @@ class Report:
 
     def to_markdown(self, *, max_rows: int = 200) -> str:
         """The report as markdown (what the Prefect markdown artifact shows)."""
-        parts = [f"# {self.title}", ""]
+        has_title = bool(self.body and self.body.startswith("# "))
+        parts = [] if has_title else [f"# {self.title}", ""]
         parts += [f"{line}  " for line in self.summary]
         if self.warnings:
             parts += ["", "**Needs a look:**", ""] + [f"- {w}" for w in self.warnings]
         if self.body:
             parts += ["", self.body]
-        for name, frame in ([("", self.table)] if self.table is not None else []) + list(
-            self.tables.items()
-        ):
+        named = [] if self.body else list(self.tables.items())
+        for name, frame in ([("", self.table)] if self.table is not None else []) + named:
             if frame is None:
                 continue
             parts += ["", f"## {name}" if name else "", markdown_table(frame, max_rows=max_rows)]

@@ -10,7 +10,7 @@ import pytest
 from data_schema import TILES
 from histocurate.cli.app import main
 from histocurate.config import load_config
-from histocurate.features import embed_workspace, load_features
+from histocurate.features import load_features, run_embed
 from histocurate.features.stage import features_are_stale
 from histocurate.features.store import write_slide_features
 from histocurate.io import read_partition, write_partition
@@ -45,13 +45,13 @@ def test_cli_embeds_resumes_and_forces(workspace: Path, capsys: pytest.CaptureFi
     features = load_features(Workspace(workspace), "builtin")
     assert len(features) > 0 and set(features.slide_ids) == {"s0", "s1"}
     assert np.isfinite(features.values).all() and features.values.std(axis=0).max() > 0
-    assert (workspace / "features" / "builtin" / "encoder.json").is_file()
+    assert (workspace / "features" / "builtin" / "_encoder.json").is_file()
     capsys.readouterr()
     assert main(["embed", "-w", str(workspace), "--no-prefect"]) == 0
     assert "skipped" in capsys.readouterr().out
     config = load_config(workspace, {"features": {"num_workers": 0}})
-    again = embed_workspace(config, force=True, slide_ids=["s1"])
-    assert [(o.slide_id, o.status) for o in again] == [("s1", "done")]
+    again = run_embed(config, force=True, slide_ids=["s1"]).outcomes
+    assert [(o.item, o.status) for o in again] == [("s1", "done")]
     np.testing.assert_array_equal(
         load_features(workspace, "builtin", slide_ids=["s1"]).values,
         features.subset(features.slide_ids == "s1").values,
@@ -63,7 +63,7 @@ def test_a_retiled_slide_is_embedded_again_and_only_it(
 ) -> None:
     root = make_workspace(tmp_path / "ws")
     config = load_config(root, {"features": {"num_workers": 0}})
-    assert {o.status for o in embed_workspace(config)} == {"done"}
+    assert {o.status for o in run_embed(config).outcomes} == {"done"}
     before = load_features(root, "builtin", slide_ids=["s1"])
     # s1 re-scanned under the same id (other tissue): `tile` retiles it, `embed` follows
     rgb = tissue_image(1536, 1536, seed=7)
@@ -77,12 +77,12 @@ def test_a_retiled_slide_is_embedded_again_and_only_it(
     capsys.readouterr()
     assert main(select) == 2  # selection refuses features of tiles that changed
     assert "retiled" in capsys.readouterr().err
-    outcomes = {o.slide_id: o.status for o in embed_workspace(config)}
+    outcomes = {o.item: o.status for o in run_embed(config).outcomes}
     assert outcomes == {"s0": "skipped", "s1": "done"}
     after = load_features(root, "builtin", slide_ids=["s1"])  # read from the new pixels
     assert list(after.tile_ids) == list(before.tile_ids)  # same tissue outline, same tiles
     assert np.abs(after.values - before.values).max() > 0.1
-    assert {o.status for o in embed_workspace(config)} == {"skipped"}
+    assert {o.status for o in run_embed(config).outcomes} == {"skipped"}
     assert not features_are_stale(ws, "builtin", "s1")
     assert main(select) == 0
 
@@ -92,7 +92,7 @@ def test_stale_features_block_only_the_selections_that_read_them(
 ) -> None:
     root = make_workspace(tmp_path / "ws")
     config = load_config(root, {"features": {"num_workers": 0}})
-    embed_workspace(config)
+    run_embed(config).outcomes
     # s1 moves to another indication: its manifest row changed, so it is retiled
     manifest = root / "slides.csv"
     manifest.write_text(manifest.read_text().replace("s1,s1.tiff,LUAD", "s1,s1.tiff,COAD"))

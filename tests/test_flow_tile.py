@@ -18,6 +18,8 @@ def test_tile_flow_matches_direct_run_and_reports_failures(
 ) -> None:
     from prefect.artifacts import Artifact
 
+    from prefect.states import StateType
+
     from flows.tile import tile_flow
 
     for ws in (tmp_path / "direct", tmp_path / "flow"):
@@ -28,12 +30,14 @@ def test_tile_flow_matches_direct_run_and_reports_failures(
             "slide_id,path,indication\na,a.tiff,LUAD\nbad,bad.svs,LUAD\n"
         )
     assert main(["tile", "-w", str(tmp_path / "direct"), "--no-prefect"]) == 2
-    outcomes = tile_flow(str(tmp_path / "flow"))
-    assert {o["slide_id"]: o["status"] for o in outcomes} == {"a": "tiled", "bad": "failed"}
+    state = tile_flow(str(tmp_path / "flow"), return_state=True)
+    assert state.type == StateType.FAILED and "bad" in (state.message or "")  # not green
+    outcomes = state.result(raise_on_failure=False).outcomes
+    assert {o.item: o.status for o in outcomes} == {"a": "done", "bad": "failed"}
     direct = read_table(tmp_path / "direct" / "tiles.parquet", TILES)
     via_flow = read_table(tmp_path / "flow" / "tiles.parquet", TILES)
     assert via_flow.drop(columns="slide_path").equals(direct.drop(columns="slide_path"))
-    artifact = Artifact.get("tiles-per-slide")
+    artifact = Artifact.get("tile-items")
     # Artifact.get is sync here (it returns a coroutine only inside async code).
     assert artifact is not None and "bad" in str(getattr(artifact, "data", ""))
 

@@ -11,14 +11,16 @@ import shapely
 from scipy import ndimage as ndi
 
 from data_schema import MASKS, POINTS, TILES
+from histocurate.campaign import decode_png
 from histocurate.cli.app import main as cli_main
 from histocurate.config import load_config
 from histocurate.errors import UserInputError
-from histocurate.io import list_partitions, read_table, write_partition, write_table
+from histocurate.io import list_partitions, read_table, write_partition
 from histocurate.segment import make_segmenter, run_segment, segment_points
 from histocurate.workspace import Workspace, init_workspace
 from nuclick.model import Checkpoint, NuClick, save_model
 from nuclick.testing.synthetic import toy_sample
+from tests.campaigns import export_tiles, tiles_rows, write_points
 from tests.slide_files import write_slide
 
 SIZE = 128
@@ -30,9 +32,13 @@ def _centroids(inst: np.ndarray) -> np.ndarray:
     return cents[:, ::-1] + 0.5  # (x, y), pixel-edge coordinates
 
 
+PROJECT = "p1"
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
-    """Two tiles of a real slide (toy nuclei), clicks by two annotators, one click outside."""
+    """Two exported tiles of a real slide (toy nuclei), clicks by two annotators, one click
+    outside its tile."""
     rng = np.random.default_rng(0)
     samples = [toy_sample(rng, size=SIZE, n_nuclei=8) for _ in range(2)]
     slide = write_slide(
@@ -41,40 +47,21 @@ def workspace(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     root = tmp_path / "ws"
     init_workspace(root, load_config(root, require_file=False, environ={}))
     ws = Workspace(root)
-    tiles = pd.DataFrame(
-        {
-            "tile_id": [f"s1_x{k * SIZE}_y0" for k in range(2)],
-            "slide_id": "s1",
-            "indication": "LUAD",
-            "cohort": "c",
-            "slide_path": str(slide),
-            "x": [0, SIZE],
-            "y": 0,
-            "size_level0": SIZE,
-            "mpp": 0.25,
-            "tile_mpp": 0.25,
-            "tile_px": SIZE,
-            "read_level": 0,
-            "read_size": SIZE,
-            "resized": False,
-            "tissue_fraction": 1.0,
-        }
-    )
-    write_partition(tiles, ws.tiles, "s1", TILES)
+    tile_ids = [f"s1_x{k * SIZE}_y0" for k in range(2)]
+    write_partition(tiles_rows(slide, tile_ids, size=SIZE), ws.tiles, "s1", TILES)
+    export_tiles(root, PROJECT, {t: s.image for t, s in zip(tile_ids, samples, strict=True)},
+                 annotators=["alice", "bob"])  # fmt: skip
     rows, next_id = [], 1
     for k, sample in enumerate(samples):
         for annotator, jitter in (("alice", 0.0), ("bob", 1.5)):
             for x, y in _centroids(sample.inst_map):
                 dx, dy = rng.uniform(-jitter, jitter, 2)
-                rows.append((next_id, tiles.tile_id[k], annotator, x + dx, y + dy))
+                rows.append((next_id, tile_ids[k], annotator, x + dx, y + dy))
                 next_id += 1
-    rows.append((next_id, tiles.tile_id[0], "bob", SIZE + 3.0, 10.0))  # outside its tile
-    points = pd.DataFrame(rows, columns=["annotation_id", "tile_id", "annotator", "x", "y"])
-    points["label"] = "lymphocyte"
-    points["term_ids"] = [[1]] * len(points)
-    points["updated_at"] = pd.Timestamp("2026-01-01", tz="UTC")
-    write_table(points, ws.points, POINTS)
-    return root, {t: s.inst_map for t, s in zip(tiles.tile_id, samples, strict=True)}
+    rows.append((next_id, tile_ids[0], "bob", SIZE + 3.0, 10.0))  # outside its tile
+    write_points(root, PROJECT, pd.DataFrame(rows, columns=["annotation_id", "tile_id",
+                                                            "annotator", "x", "y"]))  # fmt: skip
+    return root, {t: s.inst_map for t, s in zip(tile_ids, samples, strict=True)}
 
 
 def test_watershed_stage_writes_resumable_masks(
@@ -82,14 +69,15 @@ def test_watershed_stage_writes_resumable_masks(
 ) -> None:
     root, truth = workspace
     config = load_config(root, environ={})
-    run = run_segment(config)
+    run = run_segment(config)  # the only campaign with clicks
     ws = Workspace(root)
+    campaign = ws.campaign(PROJECT)
     assert run.segmenter == "watershed" and sorted(run.tiles_done) == sorted(truth)
-    assert len(run.outside) == 1
-    masks = read_table(ws.masks, MASKS)
+    assert run.total("outside") == 1 and run.exit_code == 0
+    masks = read_table(campaign.masks, MASKS)
     points = read_table(ws.points, POINTS)
     assert len(masks) == len(points) - 1 and set(masks["segmenter"]) == {"watershed"}
-    assert (masks["area"] > 10).all()
+    assert set(masks["project"]) == {PROJECT} and (masks["area"] > 10).all()
     # each annotator's masks cover the toy nuclei; the two annotators' masks overlap
     for tile_id, inst in truth.items():
         tile = masks[masks.tile_id == tile_id]
@@ -97,17 +85,57 @@ def test_watershed_stage_writes_resumable_masks(
             geoms = shapely.from_wkb(group["polygon"].to_numpy())
             assert len(geoms) == inst.max()
             assert shapely.union_all(geoms).area > 0.6 * (inst > 0).sum(), annotator
-    assert (root / "reports" / "segment" / "summary.json").is_file() and run.overlays
-    again = run_segment(config)
+    assert (campaign.reports("segment") / "summary.json").is_file() and run.overlays
+    again = run_segment(config, project=PROJECT)
     assert again.tiles_done == [] and sorted(again.tiles_skipped) == sorted(truth)
+    assert "nothing written" in " ".join(again.report().summary)
     moved = points.copy()
     first = moved.index[moved.tile_id == next(iter(truth))][0]
     moved.loc[first, "x"] += 2
     moved = moved[moved.tile_id == next(iter(truth))]  # the second tile loses all its clicks
-    write_table(moved, ws.points, POINTS)
-    third = run_segment(config)
+    write_points(root, PROJECT, moved.drop(columns="project"))
+    third = run_segment(config, project=PROJECT)
     assert third.tiles_done == [next(iter(truth))] and third.tiles_removed == [list(truth)[1]]
-    assert list_partitions(ws.masks) == [next(iter(truth))]
+    assert list_partitions(campaign.masks) == [next(iter(truth))]
+
+
+def test_masks_come_from_the_exported_pixels_not_the_slide(
+    workspace: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    root, truth = workspace
+    config = load_config(root, environ={})
+    ws = Workspace(root)
+    (root.parent / "s1.tif").unlink()  # the slide is gone: the frozen pixels suffice
+    assert sorted(run_segment(config).tiles_done) == sorted(truth)
+    # an altered image is refused for its tile only, naming the file and what to do
+    tile = next(iter(truth))
+    image = ws.campaign(PROJECT).image_path(tile)
+    image.write_bytes(image.read_bytes()[:-10] + b"0123456789")
+    run = run_segment(config, force=True)
+    assert run.exit_code == 2 and len(run.failed) == 1
+    assert str(image) in (run.failed[0].error or "") and "export" in (run.failed[0].error or "")
+
+
+def test_a_tile_in_two_campaigns_keeps_each_campaigns_masks(
+    workspace: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    root, truth = workspace
+    config = load_config(root, environ={})
+    ws = Workspace(root)
+    tile = next(iter(truth))
+    pixels = decode_png(ws.campaign(PROJECT).image_path(tile).read_bytes())
+    export_tiles(root, "p2", {tile: pixels}, annotators=["carol"])
+    click = {"annotation_id": [900], "tile_id": [tile], "annotator": ["carol"], "x": [20.0],
+             "y": [20.0]}  # fmt: skip
+    write_points(root, "p2", pd.DataFrame(click))
+    with pytest.raises(UserInputError, match="several campaigns"):
+        run_segment(config)
+    run_segment(config, project=PROJECT)
+    second = run_segment(config, project="p2")
+    assert second.tiles_done == [tile]
+    first = read_table(ws.campaign(PROJECT).masks, MASKS)
+    other = read_table(ws.campaign("p2").masks, MASKS)
+    assert set(first["annotator"]) == {"alice", "bob"} and list(other["annotator"]) == ["carol"]
 
 
 def test_nuclick_stage_and_cli(
@@ -131,7 +159,7 @@ def test_nuclick_stage_and_cli(
         ]
     )
     assert code == 0
-    masks = read_table(Workspace(root).masks, MASKS)
+    masks = read_table(Workspace(root).campaign(PROJECT).masks, MASKS)
     assert set(masks["segmenter"]) == {"nuclick"} and len(masks) == sum(
         2 * m.max() for m in truth.values()
     )

@@ -10,7 +10,7 @@ import pytest
 from data_schema import SELECTION
 from histocurate.config import load_config
 from histocurate.io import read_table
-from histocurate.selection.run import select_indication
+from histocurate.selection.run import run_select
 from histocurate.workspace import Workspace
 from tests.test_selection_pipeline import workspace  # noqa: F401  (fixture)
 
@@ -22,9 +22,9 @@ def test_select_flow_matches_plain_run(workspace: Path, prefect_harness: None) -
     from flows.select import select_flow
 
     out = select_flow(str(workspace), indication="LUAD")
-    assert "# Selection: LUAD" in out["markdown"]
+    assert "# Selection: LUAD" in out.report().to_markdown()
     flow_sel = read_table(Workspace(workspace).selection, SELECTION)
-    plain, _ = select_indication(load_config(workspace), "LUAD")
+    plain = run_select(load_config(workspace), "LUAD").result
     pd.testing.assert_frame_equal(
         flow_sel.reset_index(drop=True), read_table(Workspace(workspace).selection, SELECTION)
     )
@@ -37,4 +37,4 @@ def test_select_flow_matches_plain_run(workspace: Path, prefect_harness: None) -
     import asyncio
 
     found = asyncio.run(keys())
-    assert {"select-luad-report", "select-luad-arms", "select-luad-mosaic"} <= found
+    assert {"select-luad-report", "select-luad-arms"} <= found

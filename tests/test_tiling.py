@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +11,19 @@ import openslide
 import pandas as pd
 import pytest
 
-from histocurate.config import load_config
+from histocurate.config import HistocurateConfig, load_config
 from histocurate.errors import SlideError
 from histocurate.io import read_provenance
+from histocurate.runs import ItemOutcome, ItemWork
 from histocurate.slides import read_tile, slide_info
 from histocurate.tiling import (
     grid_positions,
     tile_geometry,
-    tile_one_slide,
+    tile_item,
     tile_slide,
     tissue_fractions,
 )
+from histocurate.tiling.stage import slide_id_of
 from histocurate.tiling.tissue import tissue_mask
 from tests.slide_files import tissue_image, write_slide
 
@@ -116,6 +119,11 @@ def test_read_tile_equals_read_region_and_resizes_when_needed(tmp_path: Path) ->
     assert (outside[-50:, -50:] == 255).all()
 
 
+def tile_one_slide(row: dict, cfg: HistocurateConfig, *, force: bool = False) -> ItemOutcome:
+    """One slide through the stage's item work, as `run_tile` runs it."""
+    return ItemWork(partial(tile_item, config=cfg, force=force), slide_id_of, "tile")(row)
+
+
 def test_stage_is_resumable_and_force_redoes(tmp_path: Path) -> None:
     path = write_slide(tmp_path / "s.tiff", tissue_image(2048, 2048), mpp=0.25)
     cfg = load_config(tmp_path, environ={}, require_file=False)
@@ -127,10 +135,10 @@ def test_stage_is_resumable_and_force_redoes(tmp_path: Path) -> None:
         "mpp_override": None,
     }
     first = tile_one_slide(row, cfg)
-    assert first.status == "tiled" and first.n_tiles == 4  # the middle 1024 px of tissue
+    assert first.status == "done" and first.count == 4  # the middle 1024 px of tissue
     assert (tmp_path / "reports" / "tile" / "s.png").is_file()
     assert tile_one_slide(row, cfg).status == "skipped"
-    assert tile_one_slide(row, cfg, force=True).status == "tiled"
+    assert tile_one_slide(row, cfg, force=True).status == "done"
 
 
 def test_a_replaced_slide_or_new_settings_retile_only_that_slide(tmp_path: Path) -> None:
@@ -138,19 +146,19 @@ def test_a_replaced_slide_or_new_settings_retile_only_that_slide(tmp_path: Path)
     cfg = load_config(tmp_path, environ={}, require_file=False)
     row = {"slide_id": "s", "path": str(path), "indication": "LUAD", "cohort": "c",
            "mpp_override": None}  # fmt: skip
-    assert tile_one_slide(row, cfg).n_tiles == 4
+    assert tile_one_slide(row, cfg).count == 4
     # re-scanned under the same id: tissue over the whole slide now
     rescan = tissue_image(2048, 2048)
     rescan[:, :] = rescan[1024, 1024]
     write_slide(path, rescan, mpp=0.25)
     again = tile_one_slide(row, cfg)
-    assert again.status == "tiled" and again.n_tiles == 16
+    assert again.status == "done" and again.count == 16
     assert tile_one_slide(row, cfg).status == "skipped"
     # another tile size: retiled; the manifest's indication changed: retiled
     bigger = load_config(tmp_path, {"tiling": {"tile_size_um": 224}}, environ={},
                          require_file=False)  # fmt: skip
-    assert tile_one_slide(row, bigger).n_tiles == 4
-    assert tile_one_slide({**row, "indication": "LUSC"}, bigger).status == "tiled"
+    assert tile_one_slide(row, bigger).count == 4
+    assert tile_one_slide({**row, "indication": "LUSC"}, bigger).status == "done"
     # the same file elsewhere (another mount, a copied workspace): not retiled, its tiles
     # point at the new path, their provenance (what features are checked against) is kept
     tiles_file = tmp_path / "tiles.parquet" / "s.parquet"

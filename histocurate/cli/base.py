@@ -7,16 +7,26 @@ Commands only wire: they read options, load the config, and call the stage's fun
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
 from rich.text import Text
 
 from histocurate.config import HistocurateConfig, load_config
+from histocurate.runs import Report, StageRun, rounded
 
 app = typer.Typer(
     name="histocurate",
@@ -30,6 +40,7 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 WorkspaceOption = Annotated[
     Path,
@@ -39,6 +50,13 @@ WorkspaceOption = Annotated[
         envvar="HISTOCURATE_WORKSPACE",
         help="Workspace folder (holds histocurate.toml).",
         show_default=True,
+    ),
+]
+ProjectOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Campaign (Cytomine project name). Default: [cytomine] project, else the only "
+        "campaign with imported clicks."
     ),
 ]
 PrefectOption = Annotated[
@@ -101,16 +119,84 @@ def track(items: Iterable[T], *, total: int, description: str) -> Iterator[T]:
             progress.advance(task)
 
 
-def exit_for_outcomes(outcomes: Iterable[Any]) -> None:
-    """Exit 2 when some items failed for bad input, 1 when some failed otherwise, else return.
+class RichProgress:
+    """A stage's `histocurate.runs.Progress` as a rich bar on stderr (use as a context)."""
 
-    ``outcomes`` are per-slide (or per-shard) results with ``status``, ``input_error`` and a
-    ``__str__`` that names the item and its error.
+    def __init__(self) -> None:
+        self._bar = progress_bar()
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RichProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def start(self, total: int, description: str) -> None:
+        if self._task is None:
+            self._task = self._bar.add_task(description, total=total)
+            self._bar.start()
+        else:  # a stage with several passes: one bar per pass
+            self._bar.update(self._task, completed=self._bar.tasks[0].total)
+            self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, n)
+
+
+def rich_table(frame: pd.DataFrame, *, title: str | None = None) -> Table:
+    """A frame as a rich table (floats rounded as in the Prefect artifacts)."""
+    table = Table(*map(str, frame.columns), title=title)
+    for row in frame.itertuples(index=False):
+        table.add_row(*("" if (v := rounded(x)) is None else str(v) for x in row))
+    return table
+
+
+def print_report(report: Report, *, item_rows: int = 60) -> None:
+    """A run's report in the terminal: the same content as its Prefect artifacts."""
+    if report.table is not None and not report.table.empty:
+        shown = report.table.head(item_rows)
+        console.print(rich_table(shown, title=report.title))
+        if len(report.table) > item_rows:
+            console.print(f"({len(report.table) - item_rows} more rows in the Prefect report)")
+    if report.body:
+        console.print(report.body, markup=False, highlight=False, soft_wrap=True)
+    for name, frame in ({} if report.body else report.tables).items():
+        console.print(rich_table(frame, title=name))
+    for line in report.summary:
+        console.print(Text(line), soft_wrap=True)
+    for name, path in report.outputs.items():
+        console.print(Text(f"{name + ':':10} {path}"), soft_wrap=True)
+    for warning in report.warnings:
+        err_console.print(Text("warning ", style="yellow") + Text(warning), soft_wrap=True)
+
+
+def finish_run(run: StageRun) -> None:
+    """Print a run's report; exit 2 when every failure is the input's, 1 when some are not."""
+    print_report(run.report())
+    code = run.exit_code
+    if code:
+        for item in run.failed:
+            err_console.print(Text("failed ", style="red") + Text(str(item)), soft_wrap=True)
+        err_console.print(f"[bold red]{len(run.failed)} item(s) failed[/]; the others were written")
+        raise typer.Exit(code=code)
+
+
+def run_stage(
+    flow_name: str, prefect: bool | None, local: Callable[[RichProgress], R], **parameters: Any
+) -> R:
+    """Run a stage through its Prefect flow (``flows.<module>:<flow>``) or in this process.
+
+    ``local(progress)`` is the plain call (``run_<stage>(config, progress=progress)``); the
+    flow gets ``parameters``. Both give the same run object.
     """
-    failed = [o for o in outcomes if o.status == "failed"]
-    if not failed:
-        return
-    for item in failed:
-        err_console.print(Text("failed ", style="red") + Text(str(item)), soft_wrap=True)
-    err_console.print(f"[bold red]{len(failed)} item(s) failed[/]; the others were written")
-    raise typer.Exit(code=1 if any(not o.input_error for o in failed) else 2)
+    if use_prefect(prefect):
+        import importlib
+
+        from flows._stage import run_flow
+
+        module, name = flow_name.split(":")
+        return run_flow(getattr(importlib.import_module(f"flows.{module}"), name), **parameters)  # type: ignore[no-any-return]
+    with RichProgress() as progress:
+        return local(progress)

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from histocurate.cli.base import (
     PrefectOption,
+    RichProgress,
     WorkspaceOption,
     app,
     config_for,
-    console,
-    exit_for_outcomes,
+    finish_run,
     flag_overrides,
-    progress_bar,
     use_prefect,
 )
 from histocurate.errors import UserInputError
@@ -85,55 +82,20 @@ def embed(
         raise UserInputError(
             "--dask-address / --dask-workers run through Prefect: drop --no-prefect"
         )
-    started = time.perf_counter()
     if distributed or use_prefect(prefect):
-        from flows.embed import run_embed_flow
+        from flows._stage import run_flow
+        from flows.embed import embed_flow_on
 
-        raw = run_embed_flow(
-            str(config.workspace),
+        run = run_flow(
+            embed_flow_on(dask_address=address, dask_workers=dask_workers),
+            workspace=str(config.workspace),
             overrides=overrides,
             force=force,
             slide_ids=slide_ids,
-            dask_address=address,
-            dask_workers=dask_workers,
         )
-        from histocurate.features.extract import SlideOutcome
-
-        outcomes = [SlideOutcome(**o) for o in raw]
     else:
-        outcomes = _run_here(config, force=force, slide_ids=slide_ids)
-    _summary(outcomes, config.features.encoder, time.perf_counter() - started)
-    exit_for_outcomes(outcomes)
+        from histocurate.features.stage import run_embed
 
-
-def _run_here(config: Any, *, force: bool, slide_ids: list[str] | None) -> list[Any]:
-    from histocurate.features.stage import embed_workspace
-
-    bar = progress_bar()
-    task = bar.add_task("embedding", total=None)
-
-    def on_plan(plan: Any) -> None:  # the bar shows once the encoder and tiles are ready
-        bar.update(task, total=plan.tiles_pending)
-        bar.start()
-
-    try:
-        return embed_workspace(
-            config,
-            force=force,
-            slide_ids=slide_ids,
-            progress=lambda n: bar.advance(task, n),
-            on_plan=on_plan,
-        )
-    finally:
-        bar.stop()
-
-
-def _summary(outcomes: list[Any], encoder: str, seconds: float) -> None:
-    table = Table("slide", "status", "tiles", "seconds", title=f"embed ({encoder})")
-    for o in outcomes:
-        table.add_row(o.slide_id, o.status, str(o.tiles), f"{o.seconds:.1f}")
-    console.print(table)
-    done = [o for o in outcomes if o.status == "done"]
-    tiles, busy = sum(o.tiles for o in done), sum(o.seconds for o in done)
-    rate = f", {tiles / busy:.1f} tiles/s while embedding" if busy > 0 and tiles else ""
-    console.print(f"{tiles} tiles embedded with {encoder} in {seconds:.1f} s{rate}")
+        with RichProgress() as progress:
+            run = run_embed(config, progress=progress, force=force, slide_ids=slide_ids)
+    finish_run(run)

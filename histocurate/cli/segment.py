@@ -1,4 +1,4 @@
-"""`histocurate segment`: every click of points.parquet becomes a nucleus mask."""
+"""`histocurate segment`: every click of a campaign becomes a nucleus mask."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import typer
 
 from histocurate.cli.base import (
     PrefectOption,
+    ProjectOption,
     WorkspaceOption,
     app,
     config_for,
-    console,
+    finish_run,
     flag_overrides,
-    use_prefect,
+    run_stage,
 )
 
 
@@ -41,11 +42,13 @@ def segment(
     batch_size: Annotated[
         int | None, typer.Option(help="NuClick patches per forward (64).")
     ] = None,
+    project: ProjectOption = None,
     force: Annotated[bool, typer.Option("--force", help="Redo tiles already up to date.")] = False,
     prefect: PrefectOption = None,
 ) -> None:
-    """Clicks to masks: points.parquet -> masks.parquet (one file per tile, resumable);
-    overlays and summary in reports/segment/."""
+    """Clicks to masks: a campaign's clicks (points.parquet) -> campaigns/<project>/
+    masks.parquet (one file per tile, resumable), drawn on the exported pixels; overlays and
+    summary in campaigns/<project>/reports/segment/."""
     overrides = flag_overrides(
         {
             "segment": {
@@ -57,32 +60,15 @@ def segment(
         }
     )
     config = config_for(workspace, overrides)
-    if use_prefect(prefect):
-        from flows.segment import segment_flow
+    from histocurate.segment.stage import run_segment
 
-        summary = segment_flow(str(config.workspace), overrides, force=force)
-        console.print(f"{summary['masks']} masks written ({summary['segmenter']})")
-        return
-    from histocurate.cli.base import progress_bar
-    from histocurate.segment.stage import plan_segment, run_segment, segmenter_for
-
-    seg = segmenter_for(config)
-    pending = len(plan_segment(config, seg.name, force=force).pending)
-    with progress_bar() as bar:
-        task = bar.add_task(f"segmenting ({seg.name})", total=pending)
-        run = run_segment(
-            config, segmenter=seg, force=force, progress=lambda n: bar.advance(task, n)
-        )
-    console.print(
-        f"{run.masks} masks in {len(run.tiles_done)} tile(s) by {run.segmenter} "
-        f"({len(run.tiles_skipped)} up to date, {len(run.tiles_removed)} stale removed) "
-        f"in {run.seconds:.1f} s; {run.fallback} click(s) fell back to a disc, "
-        f"{run.merged} marked a nucleus already clicked"
+    run = run_stage(
+        "segment:segment_flow",
+        prefect,
+        lambda progress: run_segment(config, project=project, progress=progress, force=force),
+        workspace=str(config.workspace),
+        project=project,
+        overrides=overrides,
+        force=force,
     )
-    if run.outside:
-        console.print(f"[yellow]{len(run.outside)} click(s) outside their tile left out[/]")
-    if run.tiles_missing:
-        console.print(
-            f"[yellow]{len(run.tiles_missing)} tile(s) of points.parquet not in the tiles table: "
-            f"{', '.join(run.tiles_missing[:5])}[/]"
-        )
+    finish_run(run)

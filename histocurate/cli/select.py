@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,10 +12,9 @@ from histocurate.cli.base import (
     WorkspaceOption,
     app,
     config_for,
-    console,
     flag_overrides,
-    track,
-    use_prefect,
+    print_report,
+    run_stage,
 )
 from histocurate.errors import UserInputError
 
@@ -76,24 +74,14 @@ def select(
     }
     overrides = flag_overrides({"selection": section})
     config = config_for(workspace, overrides)
-    if use_prefect(prefect):
-        from flows.select import select_flow
+    from histocurate.selection.run import run_select
 
-        out = select_flow(str(config.workspace), indication=indication, overrides=overrides)
-        markdown, paths = out["markdown"], out["paths"]
-    else:
-        from histocurate.selection.report import render_markdown
-        from histocurate.selection.run import select_indication
-
-        result, written = select_indication(config, indication, mapper=_progress_map)
-        markdown, paths = render_markdown(result), {k: str(v) for k, v in written.items()}
-    # the report text exactly as in report.md and the Prefect artifact
-    console.print(markdown, markup=False, highlight=False, soft_wrap=True)
-    for name in ("selection", "report", "mosaic"):
-        if name in paths:
-            console.print(f"{name + ':':10} {paths[name]}", markup=False, soft_wrap=True)
-
-
-def _progress_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-    items = list(items)
-    return [fn(i) for i in track(items, total=len(items), description="slides")]
+    run = run_stage(
+        "select:select_flow",
+        prefect,
+        lambda progress: run_select(config, indication, progress=progress),
+        workspace=str(config.workspace),
+        indication=indication,
+        overrides=overrides,
+    )
+    print_report(run.report())

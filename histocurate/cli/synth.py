@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +10,7 @@ import typer
 from rich.table import Table
 
 from histocurate.cli.base import WorkspaceOption, app, config_for, console, progress_bar
+from histocurate.digest import sha256_hex
 from histocurate.errors import UserInputError
 from histocurate.io import atomic_write_text
 from histocurate.workspace import Workspace
@@ -31,7 +31,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_hex(path.read_bytes())
 
 
 def check_manifest_owner(manifest: Path, owner_file: Path, *, force: bool) -> None:

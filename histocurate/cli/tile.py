@@ -6,20 +6,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from histocurate.cli.base import (
     PrefectOption,
     WorkspaceOption,
     app,
     config_for,
-    console,
-    exit_for_outcomes,
+    finish_run,
     flag_overrides,
-    track,
-    use_prefect,
+    run_stage,
 )
-from histocurate.tiling import SlideOutcome, prepare_slides, tile_one_slide
+from histocurate.tiling import run_tile
 
 
 @app.command()
@@ -43,19 +40,12 @@ def tile(
     }
     overrides = flag_overrides({"tiling": tiling})
     config = config_for(workspace, overrides)
-    if use_prefect(prefect):
-        from flows.tile import tile_flow
-
-        outcomes = [SlideOutcome(**o) for o in tile_flow(str(config.workspace), overrides, force)]
-    else:
-        rows = prepare_slides(config)
-        outcomes = [
-            tile_one_slide(row, config, force=force)
-            for row in track(rows, total=len(rows), description="tiling")
-        ]
-    table = Table("slide", "status", "tiles", "seconds", title="tiling")
-    for o in outcomes:
-        table.add_row(o.slide_id, o.status, str(o.n_tiles), f"{o.seconds:.1f}")
-    console.print(table)
-    console.print(f"{sum(o.n_tiles for o in outcomes)} tiles written under {config.workspace}")
-    exit_for_outcomes(outcomes)
+    run = run_stage(
+        "tile:tile_flow",
+        prefect,
+        lambda progress: run_tile(config, progress=progress, force=force),
+        workspace=str(config.workspace),
+        overrides=overrides,
+        force=force,
+    )
+    finish_run(run)

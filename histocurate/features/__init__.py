@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from histocurate.features.base import Encoder
-    from histocurate.features.extract import SlideOutcome, embed_tile_table
+    from histocurate.features.extract import embed_tile_table
     from histocurate.features.registry import ENCODER_NAMES, check_encoder_name, get_encoder
     from histocurate.features.stage import (
         EmbedPlan,
-        embed_slide,
-        embed_workspace,
+        EmbedRun,
+        embed_item,
         plan_embedding,
+        run_embed,
     )
     from histocurate.features.store import (
         FeatureMatrix,
@@ -34,14 +35,14 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "Encoder": "base",
-    "SlideOutcome": "extract",
     "embed_tile_table": "extract",
     "ENCODER_NAMES": "registry",
     "check_encoder_name": "registry",
     "get_encoder": "registry",
     "EmbedPlan": "stage",
-    "embed_slide": "stage",
-    "embed_workspace": "stage",
+    "EmbedRun": "stage",
+    "embed_item": "stage",
+    "run_embed": "stage",
     "plan_embedding": "stage",
     "FeatureMatrix": "store",
     "NonFiniteFeaturesError": "store",
@@ -54,19 +55,19 @@ _WHERE = {
 __all__ = [
     "ENCODER_NAMES",
     "EmbedPlan",
+    "EmbedRun",
     "Encoder",
     "FeatureMatrix",
     "NonFiniteFeaturesError",
-    "SlideOutcome",
     "WeightsError",
     "check_encoder_name",
     "check_finite",
-    "embed_slide",
+    "embed_item",
     "embed_tile_table",
-    "embed_workspace",
     "get_encoder",
     "load_features",
     "plan_embedding",
+    "run_embed",
     "write_slide_features",
 ]
 

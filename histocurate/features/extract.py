@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +26,10 @@ from histocurate.errors import UserInputError
 from histocurate.features.base import Encoder, Preprocessor
 from histocurate.features.store import write_slide_features
 from histocurate.io import Provenance, partition_path, read_provenance
+from histocurate.runs import ItemOutcome
 
 TileReader = Callable[[Mapping[str, Any]], np.ndarray]
 READ_COLUMNS = ("tile_id", "slide_id", "slide_path", "x", "y", "read_level", "read_size", "tile_px")
-
-
-@dataclass(frozen=True, slots=True)
-class SlideOutcome:
-    """What happened to one slide: ``done``, ``skipped`` (file already there) or ``failed``."""
-
-    slide_id: str
-    status: str
-    tiles: int
-    seconds: float = 0.0
-    error: str = ""
-    path: str = ""
-    input_error: bool = False  # True: the slide is at fault (unreadable region), not the code
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        return f"{self.slide_id}: {self.error}" if self.error else f"{self.slide_id}: {self.status}"
 
 
 def _default_reader(row: Mapping[str, Any]) -> np.ndarray:
@@ -126,8 +108,8 @@ def embed_tile_table(
     reader: TileReader | None = None,
     provenance: Mapping[str, Provenance] | None = None,
     progress: Callable[[int], None] | None = None,
-    on_slide: Callable[[SlideOutcome], None] | None = None,
-) -> list[SlideOutcome]:
+    on_slide: Callable[[ItemOutcome], None] | None = None,
+) -> list[ItemOutcome]:
     """Embed every slide of ``tiles`` (a tiles table) into ``out_dir``; one outcome per slide.
 
     ``slide_ids`` fixes the slides and their order (a slide without tiles gets an empty
@@ -138,9 +120,9 @@ def embed_tile_table(
     outcome as soon as it is known.
     """
     reader = reader or _default_reader
-    outcomes: list[SlideOutcome] = []
+    outcomes: list[ItemOutcome] = []
 
-    def report(outcome: SlideOutcome) -> None:
+    def report(outcome: ItemOutcome) -> None:
         outcomes.append(outcome)
         if on_slide is not None:
             on_slide(outcome)
@@ -157,7 +139,7 @@ def embed_tile_table(
         path = partition_path(out_dir, slide_id)
         wanted = dict((provenance or {}).get(slide_id, {}))
         if not force and path.exists() and (provenance is None or read_provenance(path) == wanted):
-            report(SlideOutcome(slide_id, "skipped", len(group), path=str(path)))
+            report(ItemOutcome(slide_id, "skipped"))
             continue
         values = np.zeros((len(group), encoder.dim), dtype=np.float32)
         states.append(_SlideState(slide_id, len(rows), len(group), len(group), values))
@@ -169,19 +151,20 @@ def embed_tile_table(
     def finish(state: _SlideState) -> None:
         seconds = time.perf_counter() - state.started if state.started else 0.0
         if state.error:
-            failed = SlideOutcome(
-                state.slide_id,
-                "failed",
-                state.count,
-                seconds,
-                state.error,
-                input_error=state.input_error,
+            report(
+                ItemOutcome(
+                    state.slide_id,
+                    "failed",
+                    count=state.count,
+                    seconds=seconds,
+                    error=state.error,
+                    input_error=state.input_error,
+                )
             )
-            report(failed)
             return
         ids = [str(r["tile_id"]) for r in rows[state.start : state.start + state.count]]
         try:
-            path = write_slide_features(
+            write_slide_features(
                 out_dir,
                 state.slide_id,
                 encoder.name,
@@ -190,9 +173,11 @@ def embed_tile_table(
                 provenance=(provenance or {}).get(state.slide_id),
             )
         except Exception as exc:  # non-finite features, disk full: this slide fails
-            report(SlideOutcome(state.slide_id, "failed", state.count, seconds, str(exc)))
+            error = f"{type(exc).__name__}: {exc}"
+            report(ItemOutcome(state.slide_id, "failed", count=state.count, seconds=seconds,
+                               error=error))  # fmt: skip
             return
-        report(SlideOutcome(state.slide_id, "done", state.count, seconds, path=str(path)))
+        report(ItemOutcome(state.slide_id, "done", count=state.count, seconds=seconds))
         state.values = np.zeros((0, encoder.dim), dtype=np.float32)  # free it
 
     for state in states:

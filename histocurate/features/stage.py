@@ -1,8 +1,9 @@
 """The `embed` stage on a workspace: tiles table in, ``features/<encoder>/`` out.
 
-`embed_workspace` is the in-process run (CLI without Prefect, tests); `embed_slide` is the
-unit of work of the Prefect flow (one slide, everything passed by path and name). Both use
-the same loop (`embed_tile_table`), so their outputs are identical.
+`run_embed(config, *, mapper=map, progress=None, ...) -> EmbedRun` (the stage contract,
+`histocurate.runs`): the plan lists the slides whose features are missing or stale, each
+is one item of work (`embed_item`: the slide's tiles through a DataLoader and the encoder,
+built once per process), and features of slides that lost their tiles are removed.
 
 A slide's features file records the token of the tiles it was made from (their
 provenance): a slide retiled since (re-scanned, new tiling settings) is embedded again.
@@ -10,9 +11,10 @@ provenance): a slide retiled since (re-scanned, new tiling settings) is embedded
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
@@ -20,7 +22,7 @@ from data_schema import TILES
 from histocurate.config import HistocurateConfig
 from histocurate.errors import WorkspaceError
 from histocurate.features.base import Encoder
-from histocurate.features.extract import READ_COLUMNS, SlideOutcome, TileReader, embed_tile_table
+from histocurate.features.extract import READ_COLUMNS, TileReader, embed_tile_table
 from histocurate.features.registry import cached_encoder, check_encoder_name, get_encoder
 from histocurate.features.store import prepare_output
 from histocurate.io import (
@@ -29,6 +31,18 @@ from histocurate.io import (
     provenance_token,
     read_partition,
     read_provenance,
+)
+from histocurate.runs import (
+    ItemFailed,
+    ItemOutcome,
+    ItemWork,
+    Mapper,
+    Progress,
+    Report,
+    StageRun,
+    run_items,
+    skipped,
+    timed,
 )
 from histocurate.workspace import Workspace
 
@@ -41,7 +55,7 @@ class EmbedPlan:
     out_dir: Path
     pending: list[str]
     skipped: list[str]
-    tiles_pending: int = 0
+    stale: list[str] = field(default_factory=list)  # features of slides without tiles now
     identity: dict[str, object] = field(default_factory=dict)
     provenance: dict[str, dict[str, str]] = field(default_factory=dict)  # per pending slide
 
@@ -114,26 +128,31 @@ def plan_embedding(
         if s in provenance and read_provenance(partition_path(out_dir, s)) == provenance[s]
     }
     pending = [s for s in slides if force or s not in done]
+    stale = [s for s in list_partitions(out_dir) if s not in provenance and slide_ids is None]
     return EmbedPlan(
         encoder=encoder.name,
         out_dir=out_dir,
         pending=pending,
         skipped=[s for s in slides if s not in pending],
+        stale=stale,
         identity=identity,
         provenance={s: provenance[s] for s in pending},
     )
 
 
-def embed_slide(
-    config: HistocurateConfig,
+def embed_item(
     slide_id: str,
     *,
-    encoder: str | None = None,
-    force: bool = False,
+    config: HistocurateConfig,
+    encoder: str,
     num_workers: int | None = None,
     reader: TileReader | None = None,
-) -> SlideOutcome:
-    """Embed one slide (the flow's task). The encoder is built once per process."""
+) -> ItemOutcome:
+    """Embed one slide (always: the plan already left out the slides that are done).
+
+    The encoder is built once per process and configuration (`cached_encoder`), so the
+    slides of a run, or the tasks of a flow in one process, share it.
+    """
     model = encoder_for(config, encoder, cached=True)
     workspace = Workspace.of(config)
     # provenance before the tiles: if they are retiled in between, the file is stamped with
@@ -145,47 +164,85 @@ def embed_slide(
         workspace.features(model.name),
         batch_size=config.features.batch_size,
         num_workers=config.features.num_workers if num_workers is None else num_workers,
-        force=force,
+        force=True,
         slide_ids=[slide_id],
         reader=reader,
         provenance={slide_id: provenance},
     )
+    if outcome.status == "failed":
+        raise ItemFailed(outcome)
     return outcome
 
 
-def embed_workspace(
+@dataclass
+class EmbedRun(StageRun):
+    """What an embedding run did: one outcome per slide with tiles."""
+
+    stage: ClassVar[str] = "embed"
+    encoder: str = ""
+    dim: int = 0
+    out_dir: Path = Path(".")
+    removed: list[str] = field(default_factory=list)
+
+    def report(self) -> Report:
+        tiles = int(sum(o.count for o in self.done))
+        busy = sum(o.seconds for o in self.done)
+        rate = f", {tiles / busy:.1f} tiles/s while embedding" if busy > 0 and tiles else ""
+        summary = [
+            f"{tiles} tiles of {len(self.done)} slide(s) embedded with {self.encoder} "
+            f"({self.dim} features) in {self.seconds:.1f} s{rate}; {len(self.skipped)} slide(s) "
+            f"up to date; {len(self.failed)} failed"
+        ]
+        if self.removed:
+            summary.append(f"removed the features of {len(self.removed)} slide(s) without tiles")
+        return Report(
+            title=f"Embedding ({self.encoder})",
+            summary=summary,
+            table=self.outcome_table("tiles").rename(columns={"item": "slide"}),
+            warnings=self.failure_lines(),
+            outputs={"features": self.out_dir},
+        )
+
+
+def run_embed(
     config: HistocurateConfig,
     *,
+    mapper: Mapper = map,
+    progress: Progress | None = None,
     encoder: str | None = None,
     force: bool = False,
     slide_ids: list[str] | None = None,
+    loader_workers: int | None = None,
     reader: TileReader | None = None,
-    progress: Callable[[int], None] | None = None,
-    on_slide: Callable[[SlideOutcome], None] | None = None,
-    on_plan: Callable[[EmbedPlan], None] | None = None,
-) -> list[SlideOutcome]:
-    """Embed every pending slide of the workspace in this process (one DataLoader)."""
-    model = encoder_for(config, encoder)
-    plan = plan_embedding(config, model, force=force, slide_ids=slide_ids)
-    workspace = Workspace.of(config)
-    frames = [read_slide_tiles(workspace, s) for s in plan.pending]
-    tiles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=READ_COLUMNS)
-    if on_plan is not None:
-        on_plan(replace(plan, tiles_pending=len(tiles)))
-    skipped = [
-        SlideOutcome(s, "skipped", 0, path=str(plan.out_dir / f"{s}.parquet")) for s in plan.skipped
-    ]
-    outcomes = embed_tile_table(
-        tiles,
-        model,
-        plan.out_dir,
-        batch_size=config.features.batch_size,
-        num_workers=config.features.num_workers,
-        force=True,  # the plan already left out the slides that are done
-        slide_ids=plan.pending,
-        reader=reader,
-        provenance=plan.provenance,
-        progress=progress,
-        on_slide=on_slide,
-    )
-    return skipped + outcomes
+) -> EmbedRun:
+    """Embed every slide whose features are missing or stale (or ``slide_ids``).
+
+    ``loader_workers`` overrides ``[features] num_workers`` (the flow passes 0: its tasks
+    run on threads, which should not fork loader processes).
+    """
+
+    def run() -> EmbedRun:
+        model = encoder_for(config, encoder, cached=True)
+        plan = plan_embedding(config, model, force=force, slide_ids=slide_ids)
+        for slide_id in plan.stale:
+            partition_path(plan.out_dir, slide_id).unlink(missing_ok=True)
+        work = ItemWork(
+            partial(embed_item, config=config, encoder=model.name, num_workers=loader_workers,
+                    reader=reader),
+            str,
+            "embed",
+        )  # fmt: skip
+        outcomes = run_items(
+            work, plan.pending, mapper=mapper, progress=progress, description="embedding"
+        )
+        return EmbedRun(
+            skipped(plan.skipped) + outcomes,
+            encoder=model.name,
+            dim=model.dim,
+            out_dir=plan.out_dir,
+            removed=plan.stale,
+        )
+
+    result, seconds = timed(run)
+    result.seconds = seconds
+    return result

@@ -1,8 +1,8 @@
-"""Feature files on disk: ``features/<encoder>/<slide>.parquet`` and ``encoder.json``.
+"""Feature files on disk: ``features/<encoder>/<slide>.parquet`` and ``_encoder.json``.
 
 One file per slide (written atomically, so a file that exists is complete: resuming skips
 it), schema ``features`` (tile_id, slide_id, encoder, fixed-size float32 vector). Beside the
-files, ``encoder.json`` records what made them (encoder, dimension, weights and their
+files, ``_encoder.json`` records what made them (encoder, dimension, weights and their
 sha256, options); a run with a different encoder identity refuses to mix its vectors in.
 
 `load_features` is the reading side used by selection: stable, returns a `FeatureMatrix`.
@@ -32,7 +32,8 @@ from histocurate.io import (
 from histocurate.io.tables import check_arrow_schema
 from histocurate.workspace import Workspace
 
-MANIFEST = "encoder.json"
+MANIFEST = "_encoder.json"  # a leading underscore: Parquet readers of the folder skip it
+_OLD_MANIFEST = "encoder.json"  # written by earlier versions; renamed when met
 _NOT_COMPARED = frozenset({"weights_path"})  # the same weights moved elsewhere are the same
 
 
@@ -112,6 +113,9 @@ def write_slide_features(
 
 
 def read_manifest(root: Path) -> dict[str, Any] | None:
+    old = root / _OLD_MANIFEST
+    if old.is_file():  # pandas.read_parquet and DuckDB choke on it inside the folder
+        old.replace(root / MANIFEST)
     path = root / MANIFEST
     if not path.is_file():
         return None
@@ -123,7 +127,7 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
 
 
 def prepare_output(root: Path, identity: dict[str, Any], *, force: bool) -> None:
-    """Record ``identity`` in ``root/encoder.json``; refuse to mix with other features.
+    """Record ``identity`` in ``root/_encoder.json``; refuse to mix with other features.
 
     Existing slide files made by another identity are an error unless ``force`` (then they
     are recomputed, since every slide is redone).

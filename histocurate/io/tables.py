@@ -13,7 +13,6 @@ id, or changed settings, redo the slide instead of keeping a stale file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -248,5 +247,6 @@ def read_provenance(path: str | os.PathLike[str]) -> dict[str, str]:
 
 def provenance_token(provenance: Provenance) -> str:
     """A short digest of a provenance: what a downstream file records of its input."""
-    text = json.dumps(dict(provenance), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    from histocurate.digest import json_digest
+
+    return json_digest(dict(provenance))

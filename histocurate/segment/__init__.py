@@ -4,6 +4,7 @@ Library entry points for other stages: `make_segmenter` and `segment_points` (th
 consensus stage re-segments consensus centroids with them); `run_segment` runs the stage.
 """
 
+from histocurate.segment.plan import SegmentPlan, plan_segment
 from histocurate.segment.segmenters import (
     SEGMENTERS,
     NuClickSegmenter,
@@ -13,12 +14,13 @@ from histocurate.segment.segmenters import (
     segment_images,
     segment_points,
 )
-from histocurate.segment.stage import SegmentRun, plan_segment, run_segment, segment_tiles
+from histocurate.segment.stage import SegmentRun, run_segment, segment_batch, segmenter_for
 from nuclick.postprocess import SegmentationResult
 
 __all__ = [
     "SEGMENTERS",
     "NuClickSegmenter",
+    "SegmentPlan",
     "SegmentRun",
     "SegmentationResult",
     "Segmenter",
@@ -26,7 +28,8 @@ __all__ = [
     "make_segmenter",
     "plan_segment",
     "run_segment",
+    "segment_batch",
     "segment_images",
     "segment_points",
-    "segment_tiles",
+    "segmenter_for",
 ]

@@ -199,15 +199,16 @@ def run_selection(
     if learn and labels is None:
         if "diversity" not in arms:
             raise UserInputError(
-                f"--arms {','.join(arms)} needs presence labels (annotations, the consensus "
-                "or the synthetic truth) and there are none: pass --labels FILE (tile_id, "
-                "label), or add the diversity arm"
+                f"--arms {','.join(arms)} needs presence labels (--labels FILE with tile_id, "
+                "label; a campaign's consensus; or imported points) and there are none: pass "
+                "--labels, or add the diversity arm"
             )
         notes.append(
-            "no presence labels (annotations or synthetic truth): the rare and "
+            "no presence labels (--labels, a consensus or imported points): the rare and "
             "uncertainty arms are skipped"
         )
         learn = False
+        arms = [a for a in arms if a == "diversity"]  # the arms that run, as reported
     # tiles asked of the arms that will run (uncertainty only with presence models)
     asked = config.n_tiles * bool({"diversity", "rare"} & set(arms)) + config.n_uncertain * (
         "uncertainty" in arms and learn

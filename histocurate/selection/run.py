@@ -1,25 +1,38 @@
-"""`select_indication`: the selection stage on a workspace (read tables, run, write outputs).
+"""`run_select`: the selection stage on a workspace (read tables, run, write outputs).
 
+`run_select(config, indication, *, mapper=map, progress=None) -> SelectRun` (the stage
+contract, `histocurate.runs`): the per-slide passes (scan, score) go through ``mapper``.
 Inputs: the tiles table, the features of one or two encoders, and presence labels from the
-first of: the table named by ``[selection] labels``, the consensus, the imported points,
-the synthetic truth. Outputs: ``selection.parquet/<indication>.parquet`` and the report
-folder ``reports/select/<indication>/`` (report.md, CSV tables, mosaic.png).
+first of: the table named by ``[selection] labels`` (``--labels``), the consensus of the
+workspace's campaigns, their imported points. Nothing else: a production selection never
+learns from a synthetic truth (the demo passes its truth with ``--labels``). Outputs:
+``selection.parquet/<indication>.parquet`` and ``reports/select/<indication>/`` (report.md,
+CSV tables, mosaic.png).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from data_schema import SELECTION, TILES
+from data_schema import CONSENSUS, POINTS, SELECTION, TILES
 from histocurate.config import HistocurateConfig
 from histocurate.errors import UserInputError
 from histocurate.features.stage import features_are_stale
 from histocurate.io import atomic_path, read_table, write_partition
 from histocurate.labels import ANNOTATION_LABELS, cell_type
+from histocurate.runs import (
+    ItemOutcome,
+    Progress,
+    Report,
+    StageRun,
+    progress_mapper,
+    timed,
+)
 from histocurate.selection.pipeline import Mapper, SelectionResult, run_selection
 from histocurate.selection.presence import presence_labels
 from histocurate.selection.report import render_markdown, report_tables, selection_mosaic
@@ -84,28 +97,16 @@ def read_annotations(
         if not {"tile_id", "label"} <= set(frame.columns):
             raise UserInputError(f"{path}: presence labels need columns tile_id and label")
         return normalised_labels(frame[["tile_id", "label"]], path), None, str(path)
-    from data_schema import ALL_SCHEMAS
-
-    for name, where in (("consensus", "consensus"), ("points", "points")):
-        table_path = getattr(workspace, where, None)
-        if isinstance(table_path, Path) and table_path.exists() and name in ALL_SCHEMAS:
-            frame = read_table(table_path, ALL_SCHEMAS[name], columns=["tile_id", "label"])
-            if len(frame):
-                return frame.dropna(subset=["label"]), None, str(table_path)
-    if workspace.truth.exists():
-        from data_schema import TRUTH
-        from histocurate.synth import truth_in_tiles
-
-        truth = read_table(
-            workspace.truth, TRUTH, columns=["slide_id", "x", "y", "label", "polygon"]
-        )
-        covered = tiles[tiles["slide_id"].isin(set(truth["slide_id"]))]
-        frame = truth_in_tiles(truth.assign(nucleus_id=0), covered)
-        return (
-            frame[["tile_id", "label"]],
-            covered["tile_id"].to_numpy(),
-            f"{workspace.truth} (synthetic truth)",
-        )
+    consensus = sorted(workspace.campaigns.glob("*/consensus.parquet"))
+    if consensus:
+        frames = [read_table(p, CONSENSUS, columns=["tile_id", "label"]) for p in consensus]
+        frame = pd.concat(frames, ignore_index=True).dropna(subset=["label"])
+        if len(frame):
+            return frame, None, ", ".join(map(str, consensus))
+    if workspace.points.exists():
+        frame = read_table(workspace.points, POINTS, columns=["tile_id", "label"])
+        if len(frame):
+            return frame, None, str(workspace.points)
     return None, None, "none"
 
 
@@ -182,18 +183,59 @@ def gather_inputs(config: HistocurateConfig, indication: str) -> SelectionInputs
     return SelectionInputs(tiles, slides, encoders, labels, source, notes)
 
 
-def select_indication(
-    config: HistocurateConfig, indication: str, *, mapper: Mapper = map
-) -> tuple[SelectionResult, dict[str, Path]]:
+@dataclass
+class SelectRun(StageRun):
+    """One indication's selection: the result, the files written, the report."""
+
+    stage: ClassVar[str] = "select"
+    result: SelectionResult | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def report(self) -> Report:
+        assert self.result is not None
+        tables = {
+            name: frame
+            for name, frame in report_tables(self.result).items()
+            if name != "cv"  # the long table stays a CSV file; model_choice summarises it
+        }
+        return Report(
+            title=f"Selection: {self.result.indication}",
+            body=render_markdown(self.result),
+            tables=tables,
+            images=[self.paths["mosaic"]] if "mosaic" in self.paths else [],
+            outputs={k: v for k, v in self.paths.items() if k in ("selection", "report", "mosaic")},
+        )
+
+
+def run_select(
+    config: HistocurateConfig,
+    indication: str,
+    *,
+    mapper: Mapper = map,
+    progress: Progress | None = None,
+) -> SelectRun:
     """Run the selection of ``indication`` on the workspace and write its outputs."""
-    inputs = gather_inputs(config, indication)
-    ws = Workspace.of(config)
-    source = WorkspaceFeatures(ws.root, tuple(inputs.encoders))
-    result = run_selection(
-        indication, inputs.slides, source, inputs.labels, config=config.selection, mapper=mapper
-    )
-    result.notes[:0] = [*inputs.notes, f"presence labels: {inputs.labels_source}"]
-    return result, write_outputs(ws, result, inputs.tiles, mosaic=config.selection.mosaic)
+
+    def run() -> SelectRun:
+        inputs = gather_inputs(config, indication)
+        ws = Workspace.of(config)
+        source = WorkspaceFeatures(ws.root, tuple(inputs.encoders))
+        result = run_selection(
+            indication,
+            inputs.slides,
+            source,
+            inputs.labels,
+            config=config.selection,
+            mapper=progress_mapper(mapper, progress),
+        )
+        result.notes[:0] = [*inputs.notes, f"presence labels: {inputs.labels_source}"]
+        paths = write_outputs(ws, result, inputs.tiles, mosaic=config.selection.mosaic)
+        n = len(result.selection)
+        return SelectRun([ItemOutcome(indication, "done", count=n)], result=result, paths=paths)
+
+    selected, seconds = timed(run)
+    selected.seconds = seconds
+    return selected
 
 
 def write_outputs(

@@ -1,0 +1,1 @@
+"""`histocurate dataset ...`: curated datasets (build, list, show, import, export)."""

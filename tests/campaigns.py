@@ -1,0 +1,95 @@
+"""Build small campaigns for tests: exported tiles (frozen images + assignments), clicks.
+
+What `histocurate export` and `import` leave in a workspace, written directly, so that the
+annotation-side stages (segment, consensus, datasets) can be tested without a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_schema import ASSIGNMENTS, POINTS, TILES
+from histocurate.io import partition_path, provenance_token, read_provenance, write_table
+from histocurate.io.tables import read_table
+from histocurate.workspace import Workspace
+
+
+def export_tiles(
+    root: Path,
+    project: str,
+    images: dict[str, np.ndarray],
+    *,
+    annotators: Sequence[str],
+    slide_id: str = "s1",
+    indication: str = "LUAD",
+    mpp: float = 0.25,
+) -> pd.DataFrame:
+    """Freeze ``images`` (tile id -> RGB) as exported to ``project`` and record the
+    assignments (every annotator on every tile). The tiles' slide may have a partition in
+    the tiles table: its token is recorded as export does."""
+    ws = Workspace(root)
+    campaign = ws.campaign(project)
+    tiles_file = partition_path(ws.tiles, slide_id)
+    token = provenance_token(read_provenance(tiles_file)) if tiles_file.exists() else "none"
+    rows = []
+    for k, (tile_id, rgb) in enumerate(images.items()):
+        _, sha = campaign.freeze_image(tile_id, rgb, mpp=mpp)
+        for annotator in annotators:
+            rows.append(
+                {"project": project, "project_id": 1, "tile_id": tile_id, "slide_id": slide_id,
+                 "indication": indication, "image_id": 100 + k, "annotator": annotator,
+                 "k": len(annotators), "tile_mpp": mpp, "tile_px": rgb.shape[0],
+                 "image_sha256": sha, "tiles_token": token}
+            )  # fmt: skip
+    frame = pd.DataFrame(rows, columns=ASSIGNMENTS.column_names)
+    if ws.assignments.exists():
+        old = read_table(ws.assignments, ASSIGNMENTS)
+        frame = pd.concat([old[old["project"] != project], frame], ignore_index=True)
+    write_table(frame, ws.assignments, ASSIGNMENTS)
+    return frame
+
+
+def write_points(root: Path, project: str, clicks: pd.DataFrame) -> pd.DataFrame:
+    """Clicks (annotation_id, tile_id, annotator, x, y[, label]) as imported into
+    ``project``; other projects' clicks are kept."""
+    ws = Workspace(root)
+    points = clicks.copy()
+    points["project"] = project
+    if "label" not in points:
+        points["label"] = "lymphocyte"
+    points["term_ids"] = [[1]] * len(points)
+    points["updated_at"] = pd.Timestamp("2026-01-01", tz="UTC")
+    points = points[POINTS.column_names]
+    if ws.points.exists():
+        old = read_table(ws.points, POINTS)
+        points = pd.concat([old[old["project"] != project], points], ignore_index=True)
+    write_table(points, ws.points, POINTS)
+    return points
+
+
+def tiles_rows(slide_path: Path, tile_ids: Sequence[str], *, size: int) -> pd.DataFrame:
+    """Rows of the tiles table for tiles of one slide side by side along x."""
+    return pd.DataFrame(
+        {
+            "tile_id": list(tile_ids),
+            "slide_id": "s1",
+            "indication": "LUAD",
+            "cohort": "c",
+            "slide_path": str(slide_path),
+            "x": [k * size for k in range(len(tile_ids))],
+            "y": 0,
+            "size_level0": size,
+            "mpp": 0.25,
+            "tile_mpp": 0.25,
+            "tile_px": size,
+            "read_level": 0,
+            "read_size": size,
+            "resized": False,
+            "tissue_fraction": 1.0,
+        },
+        columns=TILES.column_names,
+    )
