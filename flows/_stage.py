@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,11 @@ def task_mapper(stage: str) -> Mapper:
     return mapper
 
 
+def artifact_key(text: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits and dashes) from any text."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
 def _records(frame: Any) -> list[dict[str, Any]]:
     clean = frame.astype(object).where(frame.notna(), None)
     return [{str(k): rounded(v) for k, v in row.items()} for row in clean.to_dict("records")]
@@ -98,7 +104,7 @@ def publish(report: Report, *, key: str, max_images: int = 6) -> None:
         markdown += "\n## Pictures\n\n" + "\n\n".join(inline_image(Path(p)) for p in shown)
         if len(report.images) > len(shown):
             markdown += f"\n\n_{len(report.images) - len(shown)} more in the workspace_"
-    create_markdown_artifact(key=f"{key}-report", markdown=markdown, description=report.title)
+    create_markdown_artifact(key=artifact_key(f"{key}-report"), markdown=markdown, description=report.title)
     tables = ([("items", report.table)] if report.table is not None else []) + list(
         report.tables.items()
     )
@@ -106,7 +112,7 @@ def publish(report: Report, *, key: str, max_images: int = 6) -> None:
         if frame is None or frame.empty:
             continue
         create_table_artifact(
-            key=f"{key}-{name}".lower().replace("_", "-"),
+            key=artifact_key(f"{key}-{name}"),
             table=_records(frame),
             description=f"{report.title}: {name}",
         )

@@ -60,8 +60,8 @@ class ItemOutcome:
     """What happened to one item of a stage (a slide, a batch of tiles, a shard).
 
     ``count`` is what the item produced (tiles, masks, nuclei); ``extra`` holds a stage's
-    other per-item counters (numbers, summed by `StageRun.total`) and values. Plain values
-    only: outcomes cross process and task boundaries.
+    other per-item counters (numbers, summed by `StageRun.total`) and values; keep them
+    small and picklable: outcomes cross process and task boundaries.
     """
 
     item: str

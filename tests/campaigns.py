@@ -93,3 +93,42 @@ def tiles_rows(slide_path: Path, tile_ids: Sequence[str], *, size: int) -> pd.Da
         },
         columns=TILES.column_names,
     )
+
+
+def write_masks(root: Path, project: str, masks: pd.DataFrame, *, segmenter: str = "x") -> None:
+    """Masks rows (annotation_id, tile_id, annotator, x, y, label, polygon, segmenter) as the
+    segment stage writes them: one partition per tile, provenance from the current clicks
+    and exported pixels (so consensus takes them as up to date)."""
+    from data_schema import MASKS
+    from histocurate.campaign import AnnotatedTiles, read_points
+    from histocurate.io import write_partition
+    from histocurate.segment.plan import masks_provenance
+
+    ws = Workspace(root)
+    campaign = ws.campaign(project)
+    annotated = AnnotatedTiles.read(ws.assignments, campaign)
+    points = read_points(ws.points, project)
+    rows = masks.assign(project=project)
+    if "area" not in rows:
+        import shapely
+
+        rows["area"] = shapely.area(shapely.from_wkb(rows["polygon"].to_numpy()))
+    if "fallback" not in rows:
+        rows["fallback"] = False
+    for tile_id, group in rows.groupby("tile_id"):
+        clicks = points[points["tile_id"] == tile_id]
+        provenance = masks_provenance(annotated, str(tile_id), clicks, segmenter)
+        write_partition(group[MASKS.column_names], campaign.masks, str(tile_id), MASKS,
+                        provenance=provenance)  # fmt: skip
+
+
+def campaign_from_masks(
+    root: Path, project: str, masks: pd.DataFrame, *, side: int = 160, grey: int = 200
+) -> None:
+    """A whole campaign from a masks frame: flat grey exported images, assignments of the
+    annotators who clicked each tile, the clicks, and the masks."""
+    images = {str(t): np.full((side, side, 3), grey, np.uint8) for t in masks["tile_id"].unique()}
+    export_tiles(root, project, images, annotators=sorted(masks["annotator"].unique()))
+    write_points(root, project, masks[["annotation_id", "tile_id", "annotator", "x", "y",
+                                       "label"]])  # fmt: skip
+    write_masks(root, project, masks)

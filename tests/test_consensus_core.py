@@ -192,7 +192,7 @@ def test_empty_input_gives_empty_frame_with_columns() -> None:
         (lambda f: f.assign(x=[1.0, np.nan]), "'x'"),
         (lambda f: f.drop(columns="geometry"), "geometry"),
         (lambda f: f.assign(geometry=[1, 2]), "geometry must be"),
-        (lambda f: f.assign(annotation_id=["a", "b"]), "integers"),
+        (lambda f: f.assign(annotation_id=["a", None]), "no annotation_id"),
     ],
 )
 def test_bad_input_raises_user_input_error(edit, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -207,3 +207,17 @@ def test_bad_options() -> None:
         consensus_nuclei(frame, min_annotators=0)
     with pytest.raises(UserInputError):
         consensus_nuclei(frame, label_rule="vote")  # type: ignore[arg-type]
+
+
+def test_string_annotation_ids_from_other_tools() -> None:
+    frame = _frame(
+        _nucleus(20, 20, {"A": "lymphocyte", "B": "lymphocyte", "C": "fibroblast"}),
+        _nucleus(60, 60, {"A": "fibroblast", "B": "fibroblast"}),
+    )
+    frame = frame.assign(annotation_id=[f"qupath-{k}" for k in (7, 3, 9, 5, 4)])
+    result = build_consensus(frame)
+    nuclei = result.nuclei.sort_values("x")
+    assert nuclei["consensus_id"].tolist() == ["qupath-3", "qupath-4"]  # smallest member id
+    assert nuclei["members"].tolist()[0] == ["qupath-7", "qupath-3", "qupath-9"]
+    kept = result.assignments.set_index("annotation_id")["consensus_id"]
+    assert kept["qupath-9"] == "qupath-3" and kept["qupath-5"] == "qupath-4"

@@ -1,30 +1,35 @@
-"""The consensus Prefect flow (shards as tasks, one merge), under the shared test harness."""
+"""The consensus Prefect flow (shards as tasks, one merge) equals the plain run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from data_schema import CONSENSUS, MASKS
+from data_schema import CONSENSUS
 from histocurate.config import load_config
-from histocurate.io import read_table, write_partition
-from histocurate.workspace import init_workspace
-from tests.test_consensus_stage import _masks
+from histocurate.consensus.stage import run_consensus
+from histocurate.io import read_table
+from histocurate.workspace import Workspace, init_workspace
+from tests.campaigns import campaign_from_masks
+from tests.test_consensus_stage import PROJECT, _masks
 
 
 @pytest.mark.prefect
-def test_consensus_flow(prefect_harness: None, tmp_path: Path) -> None:
+def test_consensus_flow_equals_plain_run(prefect_harness: None, tmp_path: Path) -> None:
     from flows.consensus import consensus_flow
 
-    workspace = init_workspace(tmp_path, load_config(tmp_path, require_file=False, environ={}))
-    masks = _masks().assign(area=100.0, fallback=False)
-    for tile_id, rows in masks.groupby("tile_id"):
-        write_partition(rows, workspace.masks, str(tile_id), MASKS)
-    overrides = {"consensus": {"shard_tiles": 1, "overlays": 1}}
-    # segment=False: the masks are given (the segment subflow has its own test).
-    summary = consensus_flow(str(tmp_path), overrides, segment=False)
-    assert summary["nuclei"] == 3 and len(summary["overlays"]) == 1
-    table = read_table(tmp_path / "consensus.parquet", CONSENSUS)
-    assert len(table) == 3
-    assert len(list((tmp_path / "consensus_shards" / "nuclei").glob("*.parquet"))) == 2
+    init_workspace(tmp_path, load_config(tmp_path, require_file=False, environ={}))
+    campaign_from_masks(tmp_path, PROJECT, _masks())
+    overrides = {"consensus": {"shard_tiles": 1, "overlays": 1, "resegment": False}}
+    run = consensus_flow(str(tmp_path), overrides=overrides)
+    assert len(run.nuclei) == 3 and len(run.overlays) == 1 and len(run.outcomes) == 2
+    campaign = Workspace(tmp_path).campaign(PROJECT)
+    via_flow = read_table(campaign.consensus, CONSENSUS)
+    assert not (campaign.root / ".consensus-shards").exists()  # merged and cleared
+    again = consensus_flow(str(tmp_path), overrides=overrides)
+    assert again.up_to_date  # nothing new: nothing written
+    plain = run_consensus(load_config(tmp_path, overrides, environ={}), force=True)
+    assert not plain.up_to_date
+    pd.testing.assert_frame_equal(read_table(campaign.consensus, CONSENSUS), via_flow)

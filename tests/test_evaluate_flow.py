@@ -27,6 +27,7 @@ def test_evaluate_flow_writes_table_and_artifacts(tmp_path: Path, prefect_harnes
         str(tmp_path / "truth.parquet"), [str(tmp_path / "pred.parquet")], {"n_boot": 20}, str(out)
     )
     table = read_table(out, EVALUATION)
-    assert len(table) == len(result["table"]) == 4 + 13 * 3
+    assert result.evaluation is not None
+    assert len(table) == len(result.evaluation.table) == 4 + 13 * 3
     assert Artifact.get("evaluation-report") is not None
-    assert Artifact.get("evaluation-metrics") is not None
+    assert Artifact.get("evaluation-detection-and-segmentation-all-nuclei") is not None

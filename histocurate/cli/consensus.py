@@ -6,33 +6,23 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
-from rich.table import Table
 
 from histocurate.cli.base import (
     PrefectOption,
+    ProjectOption,
     WorkspaceOption,
     app,
     config_for,
-    console,
+    finish_run,
     flag_overrides,
-    use_prefect,
+    run_stage,
 )
 
 
 class LabelRuleChoice(StrEnum):
     majority = "majority"
     dawid_skene = "dawid-skene"
-
-
-def _rich(frame: pd.DataFrame, title: str) -> Table:
-    table = Table(*map(str, frame.columns), title=title)
-    for row in frame.itertuples(index=False):
-        table.add_row(
-            *(f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v)) for v in row)
-        )
-    return table
 
 
 @app.command()
@@ -59,10 +49,13 @@ def consensus(
     overlays: Annotated[
         int | None, typer.Option(help="Overlay PNGs for at most this many tiles (25).")
     ] = None,
+    project: ProjectOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo even when up to date.")] = False,
     prefect: PrefectOption = None,
 ) -> None:
-    """Consensus of the annotators: masks.parquet -> consensus.parquet, QuPath GeoJSON,
-    overlays and the agreement report (reports/consensus/)."""
+    """Consensus of a campaign's annotators: its masks -> campaigns/<project>/
+    consensus.parquet, QuPath GeoJSON, overlays and the agreement report (reports/consensus/
+    in the campaign folder). Does nothing when nothing changed since the last run."""
     overrides = flag_overrides(
         {
             "consensus": {
@@ -75,35 +68,15 @@ def consensus(
         }
     )
     config = config_for(workspace, overrides)
-    if use_prefect(prefect):
-        from flows.consensus import consensus_flow
-
-        summary = consensus_flow(str(config.workspace), overrides, segment=False)
-        console.print(f"{summary['nuclei']} consensus nuclei written to {summary['table']}")
-        return
     from histocurate.consensus.stage import run_consensus
 
-    with console.status("matching masks, voting labels, re-segmenting"):
-        run = run_consensus(config)
-    report = run.report
-    for key, value in report.summary.items():
-        console.print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
-    console.print(_rich(report.per_annotator, "per annotator"))
-    console.print(_rich(report.pairwise, "pairwise Cohen's kappa (typed votes on shared nuclei)"))
-    console.print(_rich(report.fleiss, "Fleiss' kappa per tile set"))
-    console.print(_rich(report.dropped, "annotations in no consensus nucleus, per type"))
-    if report.single_annotator_tiles:
-        console.print(
-            f"[yellow]{len(report.single_annotator_tiles)} tile(s) with one annotator: no "
-            f"consensus possible ({', '.join(report.single_annotator_tiles[:10])})[/]"
-        )
-    if run.tiles_without_pixels:
-        console.print(
-            f"[yellow]{len(run.tiles_without_pixels)} tile(s) without readable pixels kept "
-            "their members' masks[/]"
-        )
-    console.print(
-        f"{len(run.nuclei)} nuclei ({run.resegmented} re-segmented) -> {run.table}; "
-        f"{len(run.geojson)} GeoJSON, {len(run.overlays)} overlays; report: "
-        f"{config.workspace / 'reports' / 'consensus' / 'agreement.md'}"
+    run = run_stage(
+        "consensus:consensus_flow",
+        prefect,
+        lambda progress: run_consensus(config, project=project, progress=progress, force=force),
+        workspace=str(config.workspace),
+        project=project,
+        overrides=overrides,
+        force=force,
     )
+    finish_run(run)

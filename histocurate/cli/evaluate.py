@@ -11,10 +11,9 @@ from histocurate.cli.base import (
     PrefectOption,
     WorkspaceOption,
     app,
-    console,
-    err_console,
+    finish_run,
     flag_overrides,
-    use_prefect,
+    run_stage,
 )
 from histocurate.config import load_config
 
@@ -80,8 +79,6 @@ def evaluate(
     With --pred2: the paired difference (pred2 - pred) and its two-sided p-value.
     """
     from histocurate.metrics.evaluate import EvaluationOptions
-    from histocurate.metrics.output import check_output_path, evaluate_files, write_evaluation
-    from histocurate.metrics.report import rich_tables
 
     section = {
         "iou_threshold": iou_threshold,
@@ -105,24 +102,16 @@ def evaluate(
         aggregate=ev.aggregate,
         match=match,
     )
-    if out is not None:
-        check_output_path(out)
     preds = [pred] if pred2 is None else [pred, pred2]
-    if use_prefect(prefect):
-        from flows.evaluate import evaluate_flow
+    from histocurate.metrics.stage import run_evaluate
 
-        result = evaluate_flow(
-            str(truth), [str(p) for p in preds], options.__dict__, str(out) if out else None
-        )
-        table, notes = result["table"], result["notes"]
-    else:
-        evaluation = evaluate_files(truth, preds, options=options)
-        table, notes = evaluation.table, list(evaluation.notes)
-        if out is not None:
-            write_evaluation(evaluation, out)
-    for note in notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
-    for t in rich_tables(table):
-        console.print(t)
-    if out is not None:
-        console.print(f"metrics written to {out}")
+    run = run_stage(
+        "evaluate:evaluate_flow",
+        prefect,
+        lambda progress: run_evaluate(truth=truth, predictions=preds, options=options, out=out),
+        truth=str(truth),
+        predictions=[str(p) for p in preds],
+        options=options.__dict__,
+        out=str(out) if out else None,
+    )
+    finish_run(run)

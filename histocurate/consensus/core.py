@@ -64,7 +64,8 @@ def consensus_nuclei(
     """One row per consensus nucleus from one row per annotated nucleus.
 
     ``masks`` has tile_id, annotator, x, y (the click, tile pixels), label (ontology id or
-    display name, ``unknown`` allowed), annotation_id (unique integers) and geometry (shapely
+    display name, ``unknown`` allowed), annotation_id (unique: integers from Cytomine or
+    strings from other tools; ``consensus_id`` is the smallest member id) and geometry (shapely
     polygon or WKB; a ``polygon`` column is accepted too). Masks of different annotators
     are matched one-to-one when IoU > ``iou_threshold`` (rule: `histocurate.consensus.
     matching`); nuclei found by at least ``min_annotators`` annotators are kept. Labels:
@@ -121,10 +122,12 @@ def build_consensus(
     status[has_group] = np.where(kept_group[group[has_group]], "kept", "dropped")
     on_single = frame["tile_id"].isin(single_tiles).to_numpy()
     status[(status == "dropped") & on_single] = "single_annotator_tile"
-    cid = np.full(matching.n_groups, -1, dtype=np.int64)
-    cid[group_ids] = nuclei["consensus_id"].to_numpy()
-    consensus_id = pd.array(np.where(has_group, cid[np.maximum(group, 0)], 0), dtype="Int64")
-    consensus_id[~(status == "kept")] = pd.NA
+    ids = frame["annotation_id"]
+    cid = np.full(matching.n_groups, None, dtype=object)
+    cid[group_ids] = nuclei["consensus_id"].to_numpy(dtype=object)
+    member_of = np.where(has_group & (status == "kept"), cid[np.maximum(group, 0)], None)
+    dtype = "Int64" if ids.dtype == np.int64 else object
+    consensus_id = pd.array(member_of, dtype=dtype)
     assignments = frame.assign(consensus_id=consensus_id, status=status)
 
     nuclei = nuclei.loc[keep].reset_index(drop=True)
@@ -154,7 +157,7 @@ def _group_rows(
     def lists(values: np.ndarray) -> list[list[Any]]:
         return [part.tolist() for part in np.split(values[order], split)]
 
-    ids = frame["annotation_id"].to_numpy(dtype=np.int64)
+    ids = frame["annotation_id"].to_numpy()
     if order.size == 0:
         empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in NUCLEI_COLUMNS})
         return empty.drop(columns=_LABEL_COLUMNS), group_ids
@@ -169,7 +172,7 @@ def _group_rows(
     member_labels = lists(frame["label"].to_numpy(dtype=object))
     nuclei = pd.DataFrame(
         {
-            "consensus_id": np.minimum.reduceat(ids[order], starts),
+            "consensus_id": _smallest(ids, order, starts),
             "tile_id": frame["tile_id"].to_numpy(dtype=object)[order][starts],
             "x": x,
             "y": y,
@@ -182,6 +185,12 @@ def _group_rows(
         }
     )
     return nuclei, group_ids
+
+
+def _smallest(ids: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Smallest annotation id of each group (ids of any sortable type: ints, strings)."""
+    codes, uniques = pd.factorize(ids, sort=True)
+    return np.asarray(uniques)[np.minimum.reduceat(codes[order], starts)]
 
 
 def apply_labels(

@@ -1,120 +1,182 @@
-"""Consensus in shards of tiles (what the Prefect flow fans out), then one merge.
+"""One item of consensus work: a shard of tiles matched and re-segmented.
 
 Tiles are independent for matching and re-segmentation, so a shard is a list of tiles; its
-nuclei and click fates go to ``consensus_shards/{nuclei,fates}/<key>.parquet``. The merge
-fits the labels over the whole campaign (Dawid-Skene needs every annotator's whole work)
-and writes what `run_consensus` writes. Same result as one `run_consensus`.
+nuclei and click fates go to ``campaigns/<project>/.consensus-shards/<key>/`` (a hidden
+folder the merge reads and removes), so that shards computed in other processes or on other
+machines reach the merge through the shared workspace. Labels are fitted later, over the
+whole campaign (Dawid-Skene learns each annotator from all their work).
+
+Re-segmentation is batched across the tiles of a shard, as the segment stage batches
+clicks: one `segment_images` call for all the shard's consensus centroids, on the exported
+pixels.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
+import shapely
 
-from data_schema import CONSENSUS, CONSENSUS_FATES
+from data_schema import CONSENSUS, CONSENSUS_FATES, MASKS, TableSchema
+from histocurate.campaign import AnnotatedTiles, Campaign
 from histocurate.config import HistocurateConfig
-from histocurate.consensus.stage import (
-    ConsensusRun,
-    consensus_shard,
-    finish_consensus,
-    make_segment_fn,
-    read_expected,
-    read_masks,
-    read_tiles,
-    write_frame,
-)
-from histocurate.io import read_table
-from histocurate.workspace import Workspace
+from histocurate.consensus.core import build_consensus
+from histocurate.errors import UserInputError
+from histocurate.geometry import to_wkb
+from histocurate.io import read_partition, read_table, write_table
+from histocurate.runs import ItemOutcome
+from histocurate.segment.segmenters import segment_images
+
+if TYPE_CHECKING:
+    from histocurate.segment.segmenters import Segmenter
+
+log = logging.getLogger(__name__)
+MASK_COLUMNS = [c for c in MASKS.column_names if c not in ("area", "fallback")]
 
 
-@dataclass(frozen=True, slots=True)
-class ShardOutcome:
-    """One shard's files and counts (plain values: it crosses task boundaries)."""
+@dataclass(frozen=True)
+class Shard:
+    """Some tiles of the campaign, consensus-ed together (one task in the flow)."""
 
     key: str
-    tiles: int
-    annotations: int
-    nuclei: int
-    nuclei_path: str
-    fates_path: str
-    tiles_without_pixels: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    tile_ids: tuple[str, ...]
 
 
-def plan_shards(config: HistocurateConfig, masks: pd.DataFrame | None = None) -> list[list[str]]:
-    """Tiles of the campaign in shards of ``consensus.shard_tiles`` (sorted, stable)."""
-    if masks is None:
-        masks = read_masks(Workspace.of(config))
-    tiles = sorted(pd.unique(masks["tile_id"].astype(str)))
-    size = config.consensus.shard_tiles
-    return [tiles[i : i + size] for i in range(0, len(tiles), size)]
+def shard_key(shard: Shard) -> str:
+    return shard.key
 
 
-def clear_shards(config: HistocurateConfig) -> None:
-    """Remove the shard files of an earlier run (they would otherwise be merged again)."""
-    shutil.rmtree(Workspace.of(config).consensus_shards, ignore_errors=True)
+def make_shards(tile_ids: list[str], size: int) -> list[Shard]:
+    """Tiles in shards of ``size`` (sorted: stable keys from run to run)."""
+    ordered = sorted(tile_ids)
+    return [
+        Shard(f"shard-{k:04d}", tuple(ordered[i : i + size]))
+        for k, i in enumerate(range(0, len(ordered), size))
+    ]
 
 
-def run_shard(
-    config: HistocurateConfig, tile_ids: list[str], key: str, *, masks: pd.DataFrame | None = None
-) -> ShardOutcome:
-    """Match and re-segment the tiles ``tile_ids``; write the shard's two files."""
-    workspace = Workspace.of(config)
-    masks = read_masks(workspace) if masks is None else masks
-    part = masks.loc[masks["tile_id"].astype(str).isin(set(tile_ids))]
-    segment, name = make_segment_fn(config) if config.consensus.resegment else (None, None)
-    nuclei, fates, _, missing = consensus_shard(
-        config, part, tiles=read_tiles(workspace), segment=segment, segmenter_name=name
+def shards_root(campaign: Campaign) -> Path:
+    return campaign.root / ".consensus-shards"
+
+
+def clear_shards(campaign: Campaign) -> None:
+    """Remove shard files of an earlier (interrupted) run: they would be merged again."""
+    shutil.rmtree(shards_root(campaign), ignore_errors=True)
+
+
+def write_frame(frame: pd.DataFrame, path: Path, schema: TableSchema) -> Path:
+    """`write_table`, also for an empty frame (Arrow cannot infer empty list columns)."""
+    if frame.empty:
+        return write_table(schema.to_arrow().empty_table(), path, schema)
+    return write_table(frame[schema.column_names], path, schema)
+
+
+def read_shard_masks(campaign: Campaign, tile_ids: tuple[str, ...]) -> pd.DataFrame:
+    """The masks of some tiles (their partitions only)."""
+    frames = [read_partition(campaign.masks, t, MASKS, columns=MASK_COLUMNS) for t in tile_ids]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MASK_COLUMNS)
+
+
+def resegment(
+    nuclei: pd.DataFrame,
+    annotated: AnnotatedTiles,
+    segmenter: Segmenter | None,
+    *,
+    member_segmenter: pd.Series,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Add polygon (WKB), polygon_source, segmenter and area to core nuclei.
+
+    The consensus centroids of all the tiles are segmented again in one batched call;
+    where that is off, fails or gives nothing, the member mask that best overlaps the others
+    is kept. Returns the tiles whose pixels could not be read (their member masks kept).
+    """
+    geoms = nuclei["geometry"].to_numpy(dtype=object).copy()
+    source = np.full(len(nuclei), "member", dtype=object)
+    seg_name = np.array([member_segmenter.get(m[0], "watershed") for m in nuclei["members"]],
+                        dtype=object)  # fmt: skip
+    missing: list[str] = []
+    if segmenter is not None and len(nuclei):
+        images, points, mpps, rows_of = [], [], [], []
+        for tile_key, rows in nuclei.groupby("tile_id", sort=True).indices.items():
+            tile_id = str(tile_key)
+            try:
+                images.append(annotated.pixels(tile_id))
+            except UserInputError as exc:
+                log.warning("tile %s: %s; member masks kept", tile_id, exc)
+                missing.append(tile_id)
+                continue
+            points.append(nuclei[["x", "y"]].to_numpy()[rows])
+            mpps.append(annotated.mpp(tile_id))
+            rows_of.append(rows)
+        results = segment_images(images, points, segmenter=segmenter, mpp=mpps)
+        for rows, result in zip(rows_of, results, strict=True):
+            for pos, poly in zip(rows, result.polygons, strict=True):
+                if poly is not None and not poly.is_empty and poly.area > 0:
+                    geoms[pos] = poly
+                    source[pos] = "resegmented"
+                    seg_name[pos] = segmenter.name
+    out = nuclei.drop(columns="geometry")
+    out["polygon"] = to_wkb(geoms)
+    out["polygon_source"] = source
+    out["segmenter"] = seg_name
+    out["area"] = shapely.area(geoms)
+    return out, sorted(missing)
+
+
+def consensus_shard(
+    shard: Shard,
+    *,
+    config: HistocurateConfig,
+    annotated: AnnotatedTiles,
+    segmenter: Segmenter | None,
+) -> ItemOutcome:
+    """Match and re-segment the tiles of ``shard``; write the shard's two files."""
+    campaign = annotated.campaign
+    masks = read_shard_masks(campaign, shard.tile_ids)
+    cfg = config.consensus
+    result = build_consensus(
+        masks, iou_threshold=cfg.iou_threshold, min_annotators=cfg.min_annotators
     )
-    root = workspace.consensus_shards
-    nuclei_path = write_frame(nuclei, root / "nuclei" / f"{key}.parquet", CONSENSUS)
-    fates_path = write_frame(
-        fates[CONSENSUS_FATES.column_names], root / "fates" / f"{key}.parquet", CONSENSUS_FATES
-    )
-    return ShardOutcome(
-        key, len(tile_ids), len(part), len(nuclei), str(nuclei_path), str(fates_path), missing
-    )
+    member_segmenter = pd.Series(masks["segmenter"].to_numpy(), index=masks["annotation_id"])
+    nuclei, missing = resegment(
+        result.nuclei, annotated, segmenter if cfg.resegment else None,
+        member_segmenter=member_segmenter,
+    )  # fmt: skip
+    nuclei["project"] = campaign.project
+    fates = result.assignments.assign(project=campaign.project)
+    folder = shards_root(campaign) / shard.key
+    write_frame(nuclei, folder / "nuclei.parquet", CONSENSUS)
+    write_frame(fates, folder / "fates.parquet", CONSENSUS_FATES)
+    return ItemOutcome(
+        shard.key,
+        "done",
+        count=len(nuclei),
+        extra={"tiles": len(shard.tile_ids), "annotations": len(masks),
+               "tiles_without_pixels": missing},
+    )  # fmt: skip
 
 
-def _read_all(paths: list[str], schema: Any) -> pd.DataFrame:
-    frames = [read_table(p, schema) for p in paths]
-    if not frames:
-        return schema.to_arrow().empty_table().to_pandas()
-    return pd.concat(frames, ignore_index=True)
-
-
-def merge_shards(config: HistocurateConfig, outcomes: list[ShardOutcome]) -> ConsensusRun:
-    """Labels over all shards, then the consensus table, fates, exports and report."""
-    workspace = Workspace.of(config)
-    nuclei = _read_all([o.nuclei_path for o in outcomes], CONSENSUS)
-    fates = _read_all([o.fates_path for o in outcomes], CONSENSUS_FATES)
+def read_shards(campaign: Campaign, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The nuclei and fates of the shards ``keys`` (list columns back as Python lists)."""
+    root = shards_root(campaign)
+    nuclei = [read_table(root / k / "nuclei.parquet", CONSENSUS) for k in keys]
+    fates = [read_table(root / k / "fates.parquet", CONSENSUS_FATES) for k in keys]
+    all_nuclei = (
+        pd.concat(nuclei, ignore_index=True) if nuclei
+        else CONSENSUS.to_arrow().empty_table().to_pandas()
+    )  # fmt: skip
+    all_fates = (
+        pd.concat(fates, ignore_index=True) if fates
+        else CONSENSUS_FATES.to_arrow().empty_table().to_pandas()
+    )  # fmt: skip
     for col in ("labels", "annotators", "members", "member_labels"):
-        nuclei[col] = [list(v) for v in nuclei[col]]
-    nuclei["label"] = nuclei["label"].astype(object).where(nuclei["label"].notna(), None)
-    per_tile = fates.groupby("tile_id")["annotator"].nunique()
-    single = sorted(per_tile.index[per_tile.to_numpy() < 2].astype(str))
-    missing = sorted({t for o in outcomes for t in o.tiles_without_pixels})
-    return finish_consensus(
-        config,
-        nuclei,
-        fates,
-        single_annotator_tiles=single,
-        tiles_without_pixels=missing,
-        tiles=read_tiles(workspace),
-        expected=read_expected(workspace),
-    )
-
-
-def shard_keys(n: int) -> list[str]:
-    """Shard file names: shard-0000, shard-0001, ..."""
-    return [f"shard-{i:04d}" for i in range(n)]
-
-
-def outcome_from_dict(data: dict[str, Any]) -> ShardOutcome:
-    """A `ShardOutcome` back from `ShardOutcome.to_dict` (task results are plain dicts)."""
-    return ShardOutcome(**data)
+        all_nuclei[col] = [list(v) for v in all_nuclei[col]]
+    all_nuclei["label"] = all_nuclei["label"].astype(object).where(all_nuclei["label"].notna(),
+                                                                   None)  # fmt: skip
+    return all_nuclei, all_fates

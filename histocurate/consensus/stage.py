@@ -1,290 +1,239 @@
-"""The consensus stage: masks.parquet -> matching -> re-segmentation -> consensus.parquet.
+"""The consensus stage: a campaign's masks -> matching -> re-segmentation -> consensus.
 
-Split so that the Prefect flow can shard it: `consensus_shard` (matching and
-re-segmentation of some tiles; tiles are independent) and `finish_consensus` (labels over
-the whole campaign, since Dawid-Skene learns each annotator from all their work; the table,
-GeoJSON, overlays and the agreement report). `run_consensus` is both in one process.
+`run_consensus(config, *, project=None, mapper=map, progress=None, force=False) ->
+ConsensusRun` (the stage contract, `histocurate.runs`): the plan checks that every tile's
+masks are current (made on the exported pixels from the clicks imported now), the tiles are
+cut into shards (one item of work each: matching and batched re-segmentation, see
+`histocurate.consensus.shards`), then one merge fits the labels over the whole campaign
+and writes ``consensus.parquet``, the click fates, the agreement report, QuPath GeoJSON and
+overlays, in the campaign folder.
+
+Idempotent: ``consensus.parquet`` records what it was made from (the masks' provenance and
+the settings); a run with nothing new writes nothing and says so.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import ClassVar
 
-import numpy as np
 import pandas as pd
-import shapely
 
-from data_schema import ASSIGNMENTS, CONSENSUS, CONSENSUS_FATES, MASKS, TILES, TableSchema
+from data_schema import ASSIGNMENTS, CONSENSUS, CONSENSUS_FATES
+from histocurate.campaign import AnnotatedTiles, Campaign, read_points, resolve_project
 from histocurate.config import HistocurateConfig
 from histocurate.consensus.agreement import AgreementReport, agreement_report
-from histocurate.consensus.core import apply_labels, build_consensus
+from histocurate.consensus.core import apply_labels
 from histocurate.consensus.export import draw_overlay, save_png, write_geojson
-from histocurate.errors import SchemaError, UserInputError
-from histocurate.io import atomic_write_text, read_table, write_table
-from histocurate.segment.segmenters import segment_points
-from histocurate.segment.stage import segmenter_for
+from histocurate.consensus.shards import (
+    Shard,
+    clear_shards,
+    consensus_shard,
+    make_shards,
+    read_shards,
+    shard_key,
+    write_frame,
+)
+from histocurate.digest import json_digest
+from histocurate.errors import UserInputError
+from histocurate.io import (
+    atomic_write_text,
+    list_partitions,
+    partition_path,
+    read_provenance,
+    read_table,
+)
+from histocurate.runs import (
+    ItemOutcome,
+    ItemWork,
+    Mapper,
+    Progress,
+    Report,
+    StageRun,
+    run_items,
+    timed,
+)
+from histocurate.segment.plan import legacy_tables, masks_provenance, segmenter_identity
+from histocurate.segment.stage import rescan_warning, segmenter_for
 from histocurate.workspace import Workspace
 
-log = logging.getLogger(__name__)
 
-MASK_COLUMNS = ["annotation_id", "tile_id", "annotator", "x", "y", "label", "polygon", "segmenter"]
+@dataclass
+class ConsensusPlan:
+    """The campaign's shards and what the consensus would be made from."""
 
-SegmentFn = Callable[[np.ndarray, np.ndarray, float | None], Sequence[Any]]
-"""(tile RGB image, (N, 2) x/y points, tile mpp) -> one polygon (shapely, WKB or None) per
-point."""
+    annotated: AnnotatedTiles
+    shards: list[Shard]
+    provenance: dict[str, str]
+    up_to_date: bool
 
 
-@dataclass(slots=True)
-class ConsensusRun:
-    """What a consensus run wrote and found."""
+def plan_consensus(config: HistocurateConfig, project: str, *, force: bool) -> ConsensusPlan:
+    """Check the masks are current; list the shards; is the last consensus still right?"""
+    ws = Workspace.of(config)
+    campaign = ws.campaign(project)
+    annotated = AnnotatedTiles.read(ws.assignments, campaign)
+    tiles = list_partitions(campaign.masks)
+    if not tiles:
+        raise UserInputError(
+            f"{campaign.masks}: no masks for {project}; run `histocurate segment --project "
+            f"{project}` first"
+        )
+    points = read_points(ws.points, project)
+    by_tile = {str(t): g for t, g in points.groupby("tile_id", sort=True)}
+    stale = []
+    made_from = {}
+    for tile_id in sorted(set(tiles) | {t for t in by_tile if t in annotated}):
+        stored = read_provenance(partition_path(campaign.masks, tile_id))
+        group = by_tile.get(tile_id)
+        if group is None or tile_id not in annotated:
+            stale.append(tile_id)  # masks of clicks deleted since, or of a tile not exported
+            continue
+        wanted = masks_provenance(annotated, tile_id, group, stored.get("segmenter", ""))
+        if stored != wanted:
+            stale.append(tile_id)
+        made_from[tile_id] = json_digest(stored)
+    if stale:
+        raise UserInputError(
+            f"the masks of {len(stale)} tile(s) of {project} are not those of the clicks "
+            f"imported now or of the exported pixels (first: {', '.join(stale[:3])}); run "
+            f"`histocurate segment --project {project}` first"
+        )
+    settings = config.consensus.model_dump(mode="json", exclude={"overlays", "shard_tiles"})
+    reseg = segmenter_identity(config, segmenter_for(config).name) if settings["resegment"] else ""
+    provenance = {"masks": json_digest(made_from), "settings": json_digest([settings, reseg])}
+    current = campaign.consensus.exists() and read_provenance(campaign.consensus) == provenance
+    shards = make_shards(tiles, config.consensus.shard_tiles)
+    return ConsensusPlan(annotated, shards, provenance, current and not force)
 
-    nuclei: pd.DataFrame
-    report: AgreementReport
-    table: Path
+
+@dataclass
+class ConsensusRun(StageRun):
+    """What a consensus run of a campaign wrote and found."""
+
+    stage: ClassVar[str] = "consensus"
+    project: str = ""
+    table: Path = Path(".")
+    nuclei: pd.DataFrame = field(default_factory=pd.DataFrame)
+    agreement: AgreementReport | None = None
     geojson: list[Path] = field(default_factory=list)
     overlays: list[Path] = field(default_factory=list)
     resegmented: int = 0
+    up_to_date: bool = False
     tiles_without_pixels: list[str] = field(default_factory=list)
+    rescanned_slides: list[str] = field(default_factory=list)
+    legacy: list[str] = field(default_factory=list)
 
-
-def read_masks(workspace: Workspace) -> pd.DataFrame:
-    """The segment stage's masks table (a folder of one file per tile)."""
-    if not workspace.masks.exists():
-        raise UserInputError(f"{workspace.masks}: no masks yet; run `histocurate segment` first")
-    return read_table(workspace.masks, MASKS, columns=MASK_COLUMNS)
-
-
-def read_tiles(workspace: Workspace) -> pd.DataFrame | None:
-    """Tiles table indexed by tile_id (None when the workspace has none)."""
-    if not workspace.tiles.exists():
-        return None
-    try:
-        tiles = read_table(workspace.tiles, TILES)
-    except SchemaError as exc:
-        log.warning("tiles table unreadable, consensus keeps member masks: %s", exc)
-        return None
-    return tiles.drop_duplicates("tile_id").set_index("tile_id", drop=False)
-
-
-def read_expected(workspace: Workspace) -> pd.DataFrame | None:
-    """Cytomine assignments (tile_id, annotator), when the export stage recorded them."""
-    if not workspace.assignments.exists():
-        return None
-    try:
-        return read_table(workspace.assignments, ASSIGNMENTS, columns=["tile_id", "annotator"])
-    except SchemaError as exc:
-        log.warning("assignments unreadable, zero-click annotators not reported: %s", exc)
-        return None
-
-
-def make_segment_fn(config: HistocurateConfig) -> tuple[SegmentFn, str]:
-    """The configured segmenter (the segment stage's) as ``(image, points) -> polygons``."""
-    segmenter = segmenter_for(config)
-
-    def segment(image: np.ndarray, points: np.ndarray, mpp: float | None) -> Sequence[Any]:
-        return segment_points(image, points, segmenter=segmenter, mpp=mpp).polygons
-
-    return segment, segmenter.name
-
-
-def resegment(
-    nuclei: pd.DataFrame,
-    tiles: pd.DataFrame | None,
-    segment: SegmentFn | None,
-    *,
-    segmenter_name: str | None,
-    member_segmenter: pd.Series,
-    read_tile: Callable[[Any], np.ndarray] | None = None,
-) -> tuple[pd.DataFrame, list[str]]:
-    """Add polygon (WKB), polygon_source, segmenter and area to core nuclei.
-
-    Each tile's consensus centroids are segmented again (``segment``); where that is off,
-    fails or gives nothing, the member mask that best overlaps the others is kept
-    (``member_segmenter``: segmenter per annotation id). Returns the tiles whose pixels
-    could not be read.
-    """
-    if read_tile is None:
-        from histocurate.slides import read_tile as read_tile_fn
-
-        read_tile = read_tile_fn
-    geoms = nuclei["geometry"].to_numpy(dtype=object).copy()
-    source = np.full(len(nuclei), "member", dtype=object)
-    # Segmenter of a kept member mask: the members' (one segment run made them all).
-    seg_name = np.array(
-        [member_segmenter.get(int(m[0]), "unknown") for m in nuclei["members"]], dtype=object
-    )
-    missing: list[str] = []
-    if segment is not None and len(nuclei):
-        for tile_key, rows in nuclei.groupby("tile_id", sort=True).indices.items():
-            tile_id = str(tile_key)
-            if tiles is None or tile_id not in tiles.index:
-                missing.append(str(tile_id))
-                continue
-            try:
-                image = read_tile(tiles.loc[tile_id])
-            except (UserInputError, OSError) as exc:
-                log.warning("tile %s: cannot read pixels (%s); member masks kept", tile_id, exc)
-                missing.append(str(tile_id))
-                continue
-            points = nuclei[["x", "y"]].to_numpy()[rows]
-            mpp = (
-                cast(float, tiles.at[tile_id, "tile_mpp"]) if "tile_mpp" in tiles.columns else None
+    def report(self) -> Report:
+        warnings = self.failure_lines()
+        if self.tiles_without_pixels:
+            warnings.append(
+                f"{len(self.tiles_without_pixels)} tile(s) without readable exported pixels "
+                f"kept their members' masks: {', '.join(self.tiles_without_pixels[:5])}"
             )
-            polys = segment(image, points, mpp)
-            for pos, poly in zip(rows, polys, strict=True):
-                if isinstance(poly, bytes | bytearray | memoryview):
-                    poly = shapely.from_wkb(bytes(poly))
-                if poly is not None and not poly.is_empty and poly.area > 0:
-                    geoms[pos] = poly
-                    source[pos] = "resegmented"
-                    seg_name[pos] = segmenter_name
-    out = nuclei.copy()
-    out["polygon"] = shapely.to_wkb(geoms)
-    out["polygon_source"] = source
-    out["segmenter"] = seg_name
-    out["area"] = shapely.area(geoms)
-    return out, sorted(missing)
+        if self.rescanned_slides:
+            warnings.append(rescan_warning(self.project, self.rescanned_slides))
+        warnings += [f"{p}: written by an earlier histocurate, not read" for p in self.legacy]
+        if self.up_to_date:
+            return Report(
+                title=f"Consensus of {self.project}",
+                summary=[f"up to date: no new or changed masks since {self.table} was made; "
+                         "nothing written"],
+                warnings=warnings, outputs={"consensus": self.table},
+            )  # fmt: skip
+        report = self.agreement
+        tables = {}
+        if report is not None:
+            tables = {"per_annotator": report.per_annotator, "pairwise": report.pairwise,
+                      "fleiss": report.fleiss, "dropped": report.dropped}  # fmt: skip
+        return Report(
+            title=f"Consensus of {self.project}",
+            summary=[f"{len(self.nuclei)} nuclei ({self.resegmented} re-segmented) from "
+                     f"{len(self.done)} shard(s) in {self.seconds:.1f} s; {len(self.geojson)} "
+                     f"GeoJSON, {len(self.overlays)} overlays"],
+            body=report.to_markdown() if report is not None else None,
+            tables=tables, warnings=warnings, images=list(self.overlays),
+            outputs={"consensus": self.table},
+        )  # fmt: skip
 
 
-def _member_segmenters(masks: pd.DataFrame) -> pd.Series:
-    if "segmenter" in masks.columns:
-        return pd.Series(masks["segmenter"].to_numpy(), index=masks["annotation_id"].astype(int))
-    return pd.Series(dtype=object)
+def _expected(ws: Workspace, project: str) -> pd.DataFrame:
+    table = read_table(ws.assignments, ASSIGNMENTS, columns=["project", "tile_id", "annotator"])
+    return table.loc[table["project"] == project, ["tile_id", "annotator"]]
 
 
-def write_frame(frame: pd.DataFrame, path: Path, schema: TableSchema) -> Path:
-    """`write_table`, also for an empty frame (Arrow cannot infer empty list columns)."""
-    if frame.empty:
-        return write_table(schema.to_arrow().empty_table(), path, schema)
-    return write_table(frame, path, schema)
-
-
-def to_table(nuclei: pd.DataFrame) -> pd.DataFrame:
-    """The consensus table's columns, in schema order."""
-    return nuclei[CONSENSUS.column_names].reset_index(drop=True)
-
-
-def consensus_shard(
-    config: HistocurateConfig,
-    masks: pd.DataFrame,
-    *,
-    tiles: pd.DataFrame | None = None,
-    segment: SegmentFn | None = None,
-    segmenter_name: str | None = None,
-    read_tile: Callable[[Any], np.ndarray] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
-    """Match and re-segment the tiles in ``masks``.
-
-    Returns (consensus rows with majority labels, per-annotation fates, single-annotator
-    tiles, tiles without pixels).
-    """
+def merge(config: HistocurateConfig, plan: ConsensusPlan, keys: list[str]) -> ConsensusRun:
+    """Labels over the whole campaign, then the table, fates, exports and the report."""
     cfg = config.consensus
-    result = build_consensus(
-        masks, iou_threshold=cfg.iou_threshold, min_annotators=cfg.min_annotators
-    )
-    nuclei, missing = resegment(
-        result.nuclei,
-        tiles,
-        segment if cfg.resegment else None,
-        segmenter_name=segmenter_name,
-        member_segmenter=_member_segmenters(masks),
-        read_tile=read_tile,
-    )
-    return to_table(nuclei), result.assignments, result.single_annotator_tiles, missing
-
-
-def finish_consensus(
-    config: HistocurateConfig,
-    nuclei: pd.DataFrame,
-    assignments: pd.DataFrame,
-    *,
-    single_annotator_tiles: Iterable[str] = (),
-    tiles_without_pixels: Iterable[str] = (),
-    tiles: pd.DataFrame | None = None,
-    expected: pd.DataFrame | None = None,
-    read_tile: Callable[[Any], np.ndarray] | None = None,
-) -> ConsensusRun:
-    """Labels over the whole campaign, then the table, exports and the agreement report."""
-    cfg = config.consensus
-    workspace = Workspace.of(config)
+    ws = Workspace.of(config)
+    campaign = plan.annotated.campaign
+    nuclei, fates = read_shards(campaign, keys)
     labelled, fit = apply_labels(nuclei, label_rule=cfg.label_rule)
-    table = to_table(labelled)
-    write_table(table, workspace.consensus, CONSENSUS)
-    write_table(
-        assignments[CONSENSUS_FATES.column_names], workspace.consensus_fates, CONSENSUS_FATES
-    )
-    report = agreement_report(
-        assignments,
-        table,
-        expected=expected,
-        single_annotator_tiles=list(single_annotator_tiles),
-    )
+    table = labelled[CONSENSUS.column_names].reset_index(drop=True)
+    per_tile = fates.groupby("tile_id")["annotator"].nunique()
+    single = sorted(per_tile.index[per_tile.to_numpy() < 2].astype(str))
+    report = agreement_report(fates, table, expected=_expected(ws, campaign.project),
+                              single_annotator_tiles=single)  # fmt: skip
     if fit is not None:
         report.summary["Dawid-Skene iterations"] = fit.iterations
         agree = table["label_majority"].fillna("-") == table["label_dawid_skene"].fillna("-")
         report.summary["majority = Dawid-Skene"] = float(agree.mean())
-    folder = workspace.reports / "consensus"
+    write_frame(fates, campaign.consensus_fates, CONSENSUS_FATES)
+    folder = campaign.reports("consensus")
     atomic_write_text(folder / "agreement.md", report.to_markdown())
     for name in ("per_annotator", "pairwise", "fleiss", "dropped"):
         atomic_write_text(folder / f"{name}.csv", getattr(report, name).to_csv(index=False))
     atomic_write_text(folder / "confusion.csv", report.confusion.to_csv())
-    run = ConsensusRun(
-        table,
-        report,
-        workspace.consensus,
-        tiles_without_pixels=sorted(set(tiles_without_pixels)),
+    geojson = write_geojson(table, campaign.qupath) if cfg.geojson else []
+    overlays = write_overlays(table, fates, plan.annotated, folder / "overlays",
+                              limit=cfg.overlays) if cfg.overlays else []  # fmt: skip
+    # the table last, with its provenance: a run interrupted before is redone in full
+    from histocurate.io import write_table
+
+    if table.empty:
+        write_table(CONSENSUS.to_arrow().empty_table(), campaign.consensus, CONSENSUS,
+                    provenance=plan.provenance)  # fmt: skip
+    else:
+        write_table(table, campaign.consensus, CONSENSUS, provenance=plan.provenance)
+    return ConsensusRun(
+        project=campaign.project, table=campaign.consensus, nuclei=table, agreement=report,
+        geojson=geojson, overlays=overlays,
         resegmented=int((table["polygon_source"] == "resegmented").sum()),
-    )
-    if cfg.geojson:
-        run.geojson = write_geojson(table, workspace.qupath)
-    if cfg.overlays:
-        run.overlays = write_overlays(
-            table, assignments, tiles, folder / "overlays", limit=cfg.overlays, read_tile=read_tile
-        )
-    return run
+    )  # fmt: skip
 
 
-def review_order(nuclei: pd.DataFrame, assignments: pd.DataFrame) -> list[str]:
+def review_order(nuclei: pd.DataFrame, fates: pd.DataFrame) -> list[str]:
     """Tiles most worth a look first: most undetermined nuclei plus dropped clicks."""
     undetermined = nuclei.loc[nuclei["label"].isna()].groupby("tile_id").size()
-    dropped = assignments.loc[assignments["status"] != "kept"].groupby("tile_id").size()
+    dropped = fates.loc[fates["status"] != "kept"].groupby("tile_id").size()
     score = undetermined.add(dropped, fill_value=0)
-    all_tiles = sorted(set(nuclei["tile_id"]) | set(assignments["tile_id"]))
+    all_tiles = sorted(set(nuclei["tile_id"]) | set(fates["tile_id"]))
     score = score.reindex(all_tiles, fill_value=0)
     return sorted(all_tiles, key=lambda t: (-score[t], t))
 
 
 def write_overlays(
     nuclei: pd.DataFrame,
-    assignments: pd.DataFrame,
-    tiles: pd.DataFrame | None,
+    fates: pd.DataFrame,
+    annotated: AnnotatedTiles,
     folder: Path,
     *,
     limit: int,
-    read_tile: Callable[[Any], np.ndarray] | None = None,
 ) -> list[Path]:
-    """Overlay PNGs of the ``limit`` tiles most worth reviewing (see `review_order`)."""
-    if read_tile is None:
-        from histocurate.slides import read_tile as read_tile_fn
-
-        read_tile = read_tile_fn
+    """Overlay PNGs of the ``limit`` tiles most worth reviewing, on the exported pixels."""
     paths = []
     by_tile = dict(tuple(nuclei.groupby("tile_id")))
-    lost = assignments.loc[assignments["status"] != "kept"]
-    for tile_id in review_order(nuclei, assignments)[:limit]:
-        image, size = None, None
-        if tiles is not None and tile_id in tiles.index:
-            size = int(cast(int, tiles.loc[tile_id, "tile_px"]))
-            try:
-                image = read_tile(tiles.loc[tile_id])
-            except (UserInputError, OSError):
-                image = None
+    lost = fates.loc[fates["status"] != "kept"]
+    for tile_id in review_order(nuclei, fates)[:limit]:
+        try:
+            image = annotated.pixels(tile_id)
+        except UserInputError:
+            image = None
         part = by_tile.get(tile_id, nuclei.iloc[0:0])
-        picture = draw_overlay(image, part, size=size, dropped=lost.loc[lost["tile_id"] == tile_id])
+        picture = draw_overlay(image, part, size=annotated.side(tile_id),
+                               dropped=lost.loc[lost["tile_id"] == tile_id])  # fmt: skip
         paths.append(save_png(picture, folder / f"{tile_id}.png"))
     return paths
 
@@ -292,24 +241,45 @@ def write_overlays(
 def run_consensus(
     config: HistocurateConfig,
     *,
-    masks: pd.DataFrame | None = None,
-    read_tile: Callable[[Any], np.ndarray] | None = None,
+    project: str | None = None,
+    mapper: Mapper = map,
+    progress: Progress | None = None,
+    force: bool = False,
 ) -> ConsensusRun:
-    """The whole stage in this process (masks read from the workspace unless given)."""
-    workspace = Workspace.of(config)
-    masks = read_masks(workspace) if masks is None else masks
-    tiles = read_tiles(workspace)
-    segment, name = make_segment_fn(config) if config.consensus.resegment else (None, None)
-    nuclei, assignments, single, missing = consensus_shard(
-        config, masks, tiles=tiles, segment=segment, segmenter_name=name, read_tile=read_tile
-    )
-    return finish_consensus(
-        config,
-        nuclei,
-        assignments,
-        single_annotator_tiles=single,
-        tiles_without_pixels=missing,
-        tiles=tiles,
-        expected=read_expected(workspace),
-        read_tile=read_tile,
-    )
+    """The consensus of one campaign (see the module docstring)."""
+
+    def run() -> ConsensusRun:
+        ws = Workspace.of(config)
+        name = resolve_project(project, configured=config.cytomine.project, points_path=ws.points)
+        plan = plan_consensus(config, name, force=force)
+        campaign: Campaign = plan.annotated.campaign
+        from histocurate.campaign import check_unchanged_slides
+
+        context = {
+            "rescanned_slides": check_unchanged_slides(ws.tiles, plan.annotated),
+            "legacy": [str(p) for p in legacy_tables(ws.root)],
+        }
+        if plan.up_to_date:
+            skipped = [ItemOutcome(s.key, "skipped") for s in plan.shards]
+            return ConsensusRun(skipped, project=name, table=campaign.consensus,
+                                up_to_date=True, **context)  # fmt: skip
+        clear_shards(campaign)
+        segmenter = segmenter_for(config) if config.consensus.resegment else None
+        work = ItemWork(partial(consensus_shard, config=config, annotated=plan.annotated,
+                                segmenter=segmenter), shard_key, "consensus")  # fmt: skip
+        outcomes = run_items(work, plan.shards, mapper=mapper, progress=progress,
+                             description="consensus")  # fmt: skip
+        if any(o.status == "failed" for o in outcomes):  # no half consensus: the old one stays
+            return ConsensusRun(outcomes, project=name, table=campaign.consensus, **context)
+        result = merge(config, plan, [o.item for o in outcomes])
+        clear_shards(campaign)
+        result.outcomes = outcomes
+        result.tiles_without_pixels = sorted(
+            {t for o in outcomes for t in o.extra.get("tiles_without_pixels", [])}
+        )
+        result.rescanned_slides, result.legacy = context["rescanned_slides"], context["legacy"]
+        return result
+
+    result, seconds = timed(run)
+    result.seconds = seconds
+    return result

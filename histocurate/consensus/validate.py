@@ -25,7 +25,7 @@ GEOMETRY_COLUMNS = ("geometry", "polygon")
 class PreparedMasks:
     """Validated annotations (one row each, in input order) and their geometries."""
 
-    frame: pd.DataFrame  # REQUIRED_COLUMNS, labels as ontology ids, annotation_id int64
+    frame: pd.DataFrame  # REQUIRED_COLUMNS, labels as ontology ids, annotation_id int64/str
     geoms: np.ndarray  # shapely geometries; None where no usable mask
     n_repaired: int  # invalid polygons made valid
     n_unusable: int  # missing, empty or non-polygonal masks
@@ -56,6 +56,25 @@ def _to_geoms(values: pd.Series) -> np.ndarray:
         wkb = np.array([bytes(v) for v in arr[is_wkb]], dtype=object)
         out[is_wkb] = shapely.from_wkb(wkb, on_invalid="ignore")
     return out
+
+
+def annotation_ids(values: pd.Series) -> pd.Series:
+    """Annotation ids as int64 when they are all integers (Cytomine's), else as strings
+    (other tools' ids); any hashable, non-missing, unique value names an annotation.
+
+    >>> annotation_ids(pd.Series([3, 1])).dtype
+    dtype('int64')
+    >>> annotation_ids(pd.Series(["a-1", "b-2"])).tolist()
+    ['a-1', 'b-2']
+    """
+    null = values.index[pd.isna(values).to_numpy()]
+    if len(null):
+        raise UserInputError(f"masks: rows {_rows(null)} have no annotation_id")
+    numbers = pd.to_numeric(values, errors="coerce")
+    integral = numbers.notna().all() and bool(np.all(np.asarray(numbers, np.float64) % 1 == 0))
+    if integral and not values.map(lambda v: isinstance(v, str)).any():
+        return numbers.astype(np.int64)
+    return values.map(str).astype(object)
 
 
 def _repair(geoms: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -92,13 +111,7 @@ def prepare_masks(masks: pd.DataFrame) -> PreparedMasks:
                 f"masks: {len(null)} row(s) {what}: rows {_rows(null)}; fix the import or drop them"
             )
         frame[col] = frame[col].astype(str)
-    try:
-        ids = pd.to_numeric(frame["annotation_id"], errors="raise")
-        if ids.isna().any() or not np.all(np.asarray(ids, dtype=np.float64) % 1 == 0):
-            raise ValueError
-        frame["annotation_id"] = ids.astype(np.int64)
-    except (ValueError, TypeError):
-        raise UserInputError("masks: annotation_id must be integers (Cytomine ids)") from None
+    frame["annotation_id"] = annotation_ids(frame["annotation_id"])
     dup = frame["annotation_id"][frame["annotation_id"].duplicated(keep=False)]
     if len(dup):
         raise UserInputError(

@@ -94,6 +94,11 @@ _TITLES = {
 }
 
 
+def title_of(key: str) -> str:
+    """The display title of a `summary_frames` key ('classes:pred' -> 'Per class: pred')."""
+    return _title(key)
+
+
 def _title(key: str) -> str:
     kind, _, name = key.partition(":")
     return f"{_TITLES[kind]}: {name}" if name else _TITLES[kind]
