@@ -7,6 +7,8 @@ Import a declaration from here (``from data_schema import TILES``) and pass it t
 from data_schema._table import Column, TableSchema
 from data_schema.assignments import ASSIGNMENTS
 from data_schema.consensus import CONSENSUS, CONSENSUS_FATES
+from data_schema.dataset_nuclei import DATASET_NUCLEI
+from data_schema.dataset_tiles import DATASET_TILES
 from data_schema.evaluation import EVALUATION
 from data_schema.features import FEATURES, features_schema
 from data_schema.import_rejects import IMPORT_REJECTS
@@ -25,6 +27,8 @@ ALL_SCHEMAS: dict[str, TableSchema] = {
         ASSIGNMENTS,
         CONSENSUS,
         CONSENSUS_FATES,
+        DATASET_NUCLEI,
+        DATASET_TILES,
         EVALUATION,
         FEATURES,
         IMPORT_REJECTS,
@@ -44,6 +48,8 @@ __all__ = [
     "ASSIGNMENTS",
     "CONSENSUS",
     "CONSENSUS_FATES",
+    "DATASET_NUCLEI",
+    "DATASET_TILES",
     "EVALUATION",
     "FEATURES",
     "IMPORT_REJECTS",

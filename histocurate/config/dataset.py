@@ -1,4 +1,4 @@
-"""[dataset]: curated datasets (`histocurate dataset build`)."""
+"""[dataset]: curated datasets (`histocurate dataset build`, `histocurate dataset import`)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,12 @@ class DatasetConfig(Section):
     )
     folds: int = Field(3, ge=1, description="Folds, stratified by cell type, grouped by slide.")
     seed: int = Field(111, description="Seed of the fold assignment.")
+    mpp: float = Field(
+        0.25,
+        gt=0,
+        description="Resolution of the dataset, um/px; tiles annotated at another resolution "
+        "are resampled to it (image bilinear, maps from the polygons or nearest).",
+    )
+    workers: int = Field(
+        1, ge=1, description="Processes building tiles on the command line (Prefect: its tasks)."
+    )
