@@ -4,10 +4,12 @@
     python benchmarks/import.py --points 50000 --images 250
 
 The sandbox server runs in another process (so the importer's memory is measured alone)
-on a SQLite file filled directly (admin-side bulk insert); the import goes through the
-real cytomine-python-client like `histocurate import`. Target (issue 5): under 2 minutes
-on 2 cores. Prints a table of measured numbers: full import, re-import with no change,
-peak memory of the importing process.
+on a SQLite file filled directly (admin-side bulk insert), behaving as the current server
+release; every image carries the tile and assignment properties `histocurate export`
+writes (all annotators assigned), so every point passes the assignment check. The import
+goes through the real cytomine-python-client like `histocurate import`. Target (issue 5):
+under 2 minutes on 2 cores. Prints a table of measured numbers: full import, re-import
+with no change, peak memory of the importing process.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from histocurate.cytomine.api import term_names
+from data_schema.assignments import ASSIGNMENTS
 from histocurate.cytomine.client import RetryPolicy, connect
 from histocurate.cytomine.credentials import Credentials
+from histocurate.cytomine.images import ASSIGNMENT_KEY, IMAGE_CLASS, TILE_KEY
 from histocurate.cytomine.importer import import_annotations
-from histocurate.cytomine.sandbox import FaultInjector, SandboxDB
+from histocurate.cytomine.projects import term_names
+from histocurate.demo.sandbox import FaultInjector, SandboxDB
 from histocurate.labels import ANNOTATION_LABELS, cell_type
 
 TILE_PX = 448
@@ -55,12 +59,23 @@ def build_database(
         db.add_project_user(project["id"], user_id)
     storage = db.storages()[0]["id"]
     image_ids = []
+    everyone = ",".join(f"pathologist{i + 1:02d}" for i in range(annotators))
     for i in range(images):
+        tile = f"bench_x{i * TILE_PX}_y0"
         made = db.add_upload(
-            filename=f"bench_x{i * TILE_PX}_y0.png", size=1, width=TILE_PX, height=TILE_PX,
-            mpp=0.25, storage_id=storage, user_id=admin_id, projects=[project["id"]],
-        )  # fmt: skip
-        image_ids.append(made["images"][0]["imageInstances"][0]["id"])
+            filename=f"{tile}.png",
+            size=1,
+            width=TILE_PX,
+            height=TILE_PX,
+            mpp=0.25,
+            storage_id=storage,
+            user_id=admin_id,
+            projects=[project["id"]],
+        )
+        image_id = made["images"][0]["imageInstances"][0]["id"]
+        db.set_property(IMAGE_CLASS, image_id, {"key": TILE_KEY, "value": tile})
+        db.set_property(IMAGE_CLASS, image_id, {"key": ASSIGNMENT_KEY, "value": everyone})
+        image_ids.append(image_id)
     rng = np.random.default_rng(seed)
     img = rng.choice(image_ids, points)
     who = rng.choice(list(uid.values()), points)
@@ -77,8 +92,8 @@ def build_database(
     return keys
 
 
-def _serve(path: str, port: int, ready: mp.Queue) -> None:  # type: ignore[type-arg]
-    from histocurate.cytomine.sandbox.server import serve_forever
+def _serve(path: str, port: int, ready: mp.Queue) -> None:
+    from histocurate.demo.sandbox.server import serve_forever
 
     serve_forever(path, port=port, faults=FaultInjector(), ready=ready.put)
 
@@ -99,11 +114,14 @@ def main() -> None:
         work = Path(tmp)
         start = time.perf_counter()
         public, private = build_database(
-            work / "sandbox.db", points=args.points, images=args.images,
-            annotators=args.annotators, seed=0,
-        )  # fmt: skip
+            work / "sandbox.db",
+            points=args.points,
+            images=args.images,
+            annotators=args.annotators,
+            seed=0,
+        )
         setup_s = time.perf_counter() - start
-        ready: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+        ready: mp.Queue = mp.Queue()
         server = mp.Process(target=_serve, args=(str(work / "sandbox.db"), free_port(), ready))
         server.start()
         host = ready.get(timeout=30)
@@ -115,9 +133,12 @@ def main() -> None:
                 start = time.perf_counter()
                 with connect(creds, RetryPolicy(timeout_s=120)) as conn:
                     result = import_annotations(
-                        conn, project="bench", points_path=work / "points.parquet",
+                        conn,
+                        project="bench",
+                        points_path=work / "points.parquet",
                         rejects_path=work / "rejects.parquet",
-                    )  # fmt: skip
+                        assignments=ASSIGNMENTS.to_arrow().empty_table().to_pandas(),
+                    )
                 timings.append((time.perf_counter() - start, result))
             rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         finally:

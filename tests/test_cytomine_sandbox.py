@@ -20,12 +20,13 @@ from histocurate.cytomine.client import (
     remove_client_stdout_handler,
 )
 from histocurate.cytomine.credentials import Credentials, CredentialsError, resolve_credentials
+from histocurate.cytomine.listing import list_all
 from histocurate.cytomine.rest import SignedSession
-from histocurate.cytomine.sandbox import FaultInjector, SandboxDB, serve_in_thread, signature
-from tests.test_cytomine_support import FAST, sandbox, unique  # noqa: F401
+from histocurate.demo.sandbox import FaultInjector, SandboxDB, serve_in_thread, signature
+from tests.test_cytomine_support import FAST, sandbox_fixture, unique  # noqa: F401
 
 
-def test_signature_is_the_client_scheme(sandbox):  # noqa: F811
+def test_signature_is_the_client_scheme(sandbox):
     public, private = sandbox.keys["alice"]
     date = "Mon, 01 Jan 2024 00:00:00 +0000"
     from cytomine.cytomine import CytomineAuth
@@ -39,7 +40,7 @@ def test_signature_is_the_client_scheme(sandbox):  # noqa: F811
     )
 
 
-def test_wrong_or_missing_key_gets_401(sandbox):  # noqa: F811
+def test_wrong_or_missing_key_gets_401(sandbox):
     public, _ = sandbox.keys["alice"]
     with pytest.raises(CytomineCallError) as info:
         SignedSession(sandbox.host, public, "not-the-key").request("GET", "/api/user/current.json")
@@ -48,7 +49,7 @@ def test_wrong_or_missing_key_gets_401(sandbox):  # noqa: F811
     assert requests.get(f"{sandbox.host}/server/ping", timeout=5).status_code == 200
 
 
-def test_real_client_shapes_and_conflicts(sandbox):  # noqa: F811
+def test_real_client_shapes_and_conflicts(sandbox):
     with connect(sandbox.credentials(), FAST) as conn:
         assert conn.username == sandbox.admin
         onto = Ontology(unique("onto")).save()
@@ -59,13 +60,16 @@ def test_real_client_shapes_and_conflicts(sandbox):  # noqa: F811
         assert len(TermCollection(filters={"project": project.id}).fetch()) == 0
         with pytest.raises(CytomineCallError) as info:
             conn.call("create duplicate", lambda: Project(name, onto.id).save())
-        assert info.value.status == 409 and not info.value.transient
+        # the real server answers AlreadyExist with 400 and {"errors": {"message": ...}}
+        assert info.value.status == 400 and not info.value.transient
+        assert "already exist" in info.value.detail
         raw = conn.client.get("project.json", {"max": 1, "offset": 0})
         assert set(raw) >= {"collection", "size", "offset", "perPage", "totalPages"}
         assert len(raw["collection"]) == 1
+        assert len(list_all(conn, "project.json")) == raw["size"]
 
 
-def test_wrong_keys_fail_fast_without_leaking(sandbox):  # noqa: F811
+def test_wrong_keys_fail_fast_without_leaking(sandbox):
     public, private = sandbox.keys["bob"]
     wrong = private[::-1]
     with (
@@ -107,7 +111,7 @@ def test_transient_faults_are_retried_and_hangs_time_out():
     assert sum(v for k, v in summary.items() if k != "requests") > 0
 
 
-def test_singleton_is_released_and_client_logging_silenced(sandbox):  # noqa: F811
+def test_singleton_is_released_and_client_logging_silenced(sandbox):
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(handler)

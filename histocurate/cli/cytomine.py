@@ -1,7 +1,10 @@
-"""`histocurate export`, `import`, `sandbox-server` and `sandbox-user`: Cytomine campaigns.
+"""`histocurate export`, `import`, `push-consensus`, `sandbox-server`, `sandbox-user`:
+Cytomine campaigns.
 
-Keys come from CYTOMINE_PUBLIC_KEY / CYTOMINE_PRIVATE_KEY (or Prefect Secret blocks named
-in [cytomine]); they are never printed. Heavy imports happen inside the commands.
+Keys come from CYTOMINE_PUBLIC_KEY / CYTOMINE_PRIVATE_KEY (CYTOMINE_CONSENSUS_* for the
+consensus layer, or Prefect Secret blocks named in [cytomine]); they are never printed.
+Each command prints its run's report, the same one its Prefect flow publishes, and exits
+with the run's code (2: input to fix, 1: other failures). Heavy imports happen inside.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from histocurate.cli.base import (
     PrefectOption,
@@ -23,6 +27,7 @@ from histocurate.cli.base import (
     err_console,
     use_prefect,
 )
+from histocurate.runs import Report, StageRun, rounded
 
 HostOption = Annotated[
     str | None, typer.Option(help="Cytomine URL (default: CYTOMINE_HOST, then [cytomine] host).")
@@ -36,11 +41,42 @@ def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def print_report(report: Report, *, max_rows: int = 60) -> None:
+    """A run's report in the terminal: title, totals, tables, what needs a look."""
+    console.rule(f"[bold]{report.title}")
+    for line in report.summary:
+        console.print(Text(line))
+    frames = ([("", report.table)] if report.table is not None else []) + list(
+        report.tables.items()
+    )
+    for name, frame in frames:
+        if frame is None or frame.empty:
+            continue
+        table = Table(*map(str, frame.columns), title=name or None)
+        for row in frame.head(max_rows).itertuples(index=False):
+            table.add_row(*("" if (v := rounded(x)) is None else str(v) for x in row))
+        console.print(table)
+        if len(frame) > max_rows:
+            console.print(f"({len(frame) - max_rows} more rows)")
+    for warning in report.warnings:
+        err_console.print(Text("! ", style="bold yellow") + Text(warning), soft_wrap=True)
+
+
+def _finish(run: StageRun) -> None:
+    print_report(run.report())
+    if run.exit_code:
+        raise typer.Exit(run.exit_code)
+
+
 @app.command("export")
 def export_command(
     workspace: WorkspaceOption = Path("."),
     selection: Annotated[
         Path | None, typer.Option(help="Selection table (default: the workspace's).")
+    ] = None,
+    indication: Annotated[
+        str | None,
+        typer.Option(help="Indication to export (required when the selection holds several)."),
     ] = None,
     project: ProjectOption = None,
     annotators: Annotated[
@@ -49,68 +85,115 @@ def export_command(
     k: Annotated[
         int | None, typer.Option("--k", help="Validation set: annotators per tile (e.g. 3).")
     ] = None,
+    isolation: Annotated[
+        str | None,
+        typer.Option(help="shared (one project) or per-reader (one project per reader)."),
+    ] = None,
     host: HostOption = None,
     prefect: PrefectOption = None,
 ) -> None:
-    """Upload the selected tiles to a Cytomine project, with its ontology and annotators.
+    """Upload one indication's selected tiles to a Cytomine project, with its ontology and
+    annotators; the uploaded PNGs are kept in campaigns/<project>/images/.
 
     Re-running adds only what is missing. Records assignments.parquet.
     """
     config = config_for(workspace)
     options: dict[str, Any] = dict(
-        selection=selection, project=project, annotators=_csv(annotators), k=k, host=host
+        indication=indication,
+        project=project,
+        annotators=_csv(annotators),
+        k=k,
+        isolation=isolation,
+        host=host,
     )
     if use_prefect(prefect):
+        from flows._stage import run_flow
         from flows.annotation import export_flow
 
-        summary = export_flow(str(config.workspace), **{**options, "selection": _str(selection)})
-        console.print(f"export done: {summary}")
-        return
-    from histocurate.cytomine.stage import run_export
+        path = None if selection is None else str(selection)
+        run = run_flow(export_flow, workspace=str(config.workspace), selection=path, **options)
+    else:
+        from histocurate.cytomine.stage import run_export
 
-    result = run_export(config, **options)
-    table = Table("project", "id", "uploaded", "already there", "members added", "retries")
-    table.add_row(
-        result.project_name, str(result.project_id), str(len(result.uploaded)),
-        str(len(result.already_there)), ", ".join(result.members_added) or "-", str(result.retries),
-    )  # fmt: skip
-    console.print(table)
-    console.print(f"{len(result.assignments)} assignment(s) recorded")
-
-
-def _str(path: Path | None) -> str | None:
-    return None if path is None else str(path)
+        run = run_export(config, selection=selection, **options)
+    _finish(run)
 
 
 @app.command("import")
 def import_command(
     workspace: WorkspaceOption = Path("."),
     project: ProjectOption = None,
+    reviewed: Annotated[
+        str | None,
+        typer.Option(help="Reviewed annotations: exclude (default), include or only."),
+    ] = None,
+    label_by: Annotated[
+        str | None,
+        typer.Option(help="After a relabel by another user: creator's term or reviewer's."),
+    ] = None,
+    polygons: Annotated[
+        str | None, typer.Option(help="Polygons: reject (default) or centroid.")
+    ] = None,
+    keep_unassigned: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-unassigned/--reject-unassigned",
+            help="Keep points by users not assigned the tile (open campaigns).",
+            show_default=False,
+        ),
+    ] = None,
     host: HostOption = None,
     prefect: PrefectOption = None,
 ) -> None:
-    """Import the project's point annotations into points.parquet (incremental).
+    """Import the campaign's annotations into points.parquet (incremental).
 
-    Edits, relabels and deletions are reflected; annotations that cannot be points are kept
-    aside in import_rejects.parquet with the reason.
+    Edits, relabels and deletions are reflected; annotations that cannot be points (or
+    whose author was not assigned the tile) are kept aside in import_rejects.parquet with
+    the reason. Only this project's rows are rewritten.
     """
     config = config_for(workspace)
+    options: dict[str, Any] = dict(
+        project=project,
+        host=host,
+        reviewed=reviewed,
+        label_by=label_by,
+        polygons=polygons,
+        keep_unassigned=keep_unassigned,
+    )
     if use_prefect(prefect):
+        from flows._stage import run_flow
         from flows.annotation import import_flow
 
-        summary = import_flow(str(config.workspace), project=project, host=host)
-        console.print(f"import done: {summary}")
-        return
-    from histocurate.cytomine.stage import run_import
+        run = run_flow(import_flow, workspace=str(config.workspace), **options)
+    else:
+        from histocurate.cytomine.stage import run_import
 
-    result = run_import(config, project=project, host=host)
-    table = Table(*result.counts.columns, title=f"project {result.project}")
-    for row in result.counts.itertuples(index=False):
-        table.add_row(*map(str, row))
-    console.print(table)
-    if result.reject_reasons:
-        console.print(f"rejected: {result.reject_reasons}")
-    console.print("tables updated" if result.written else "no change since the last import")
+        run = run_import(config, **options)
+    _finish(run)
+
+
+@app.command("push-consensus")
+def push_consensus_command(
+    workspace: WorkspaceOption = Path("."),
+    project: ProjectOption = None,
+    shape: Annotated[str | None, typer.Option("--as", help="polygons (default) or points.")] = None,
+    host: HostOption = None,
+    prefect: PrefectOption = None,
+) -> None:
+    """Write the campaign's consensus nuclei to Cytomine, in the layer of a dedicated user
+    (keys: CYTOMINE_CONSENSUS_PUBLIC_KEY / _PRIVATE_KEY), for review. Idempotent."""
+    config = config_for(workspace)
+    options: dict[str, Any] = dict(project=project, shape=shape, host=host)
+    if use_prefect(prefect):
+        from flows._stage import run_flow
+        from flows.annotation import push_consensus_flow
+
+        run = run_flow(push_consensus_flow, workspace=str(config.workspace), **options)
+    else:
+        from histocurate.cytomine.push_stage import run_push_consensus
+
+        run = run_push_consensus(config, **options)
+    _finish(run)
 
 
 @app.command("sandbox-server")
@@ -119,6 +202,16 @@ def sandbox_server_command(
         "cytomine-sandbox.db"
     ),
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8765,
+    server_version: Annotated[
+        str | None,
+        typer.Option(
+            help="Server build to behave as: 2025-10, 2025-12, 2026-03, 2026-06, "
+            "2026-08 (default: the current release)."
+        ),
+    ] = None,
+    import_delay: Annotated[
+        float, typer.Option(help="Seconds PIMS takes to import an upload.")
+    ] = 0.5,
     faults: Annotated[
         float, typer.Option(help="Fraction of requests that fail (500/503/hang/drop).")
     ] = 0.0,
@@ -126,16 +219,30 @@ def sandbox_server_command(
     seed: Annotated[int, typer.Option(help="Seed of the fault draw.")] = 0,
 ) -> None:
     """Run a local Cytomine-compatible server (for rehearsals and tests) until Ctrl-C."""
-    from histocurate.cytomine.sandbox import FaultInjector
-    from histocurate.cytomine.sandbox.server import serve_forever
+    from histocurate.demo.sandbox import FaultInjector
+    from histocurate.demo.sandbox.server import serve_forever
+    from histocurate.demo.sandbox.versions import profile
 
+    try:
+        chosen = profile(server_version)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--server-version") from None
     injector = FaultInjector(rate=faults, hang_s=hang_s, seed=seed)
 
     def ready(host: str) -> None:
-        err_console.print(f"sandbox Cytomine at {host} (database {db}); Ctrl-C stops it")
+        err_console.print(
+            f"sandbox Cytomine ({chosen.build}) at {host} (database {db}); Ctrl-C stops it"
+        )
         err_console.print(f"create users with: histocurate sandbox-user --db {db} NAME...")
 
-    serve_forever(db, port=port, faults=injector, ready=ready)
+    serve_forever(
+        db,
+        port=port,
+        faults=injector,
+        ready=ready,
+        server_version=chosen.name,
+        import_delay_s=import_delay,
+    )
 
 
 @app.command("sandbox-user")
@@ -151,8 +258,8 @@ def sandbox_user_command(
     ] = None,
 ) -> None:
     """Admin: create sandbox users. Their keys go to a private file, never to the screen."""
-    from histocurate.cytomine.sandbox import SandboxDB
-    from histocurate.cytomine.sandbox.db import Conflict
+    from histocurate.demo.sandbox import SandboxDB
+    from histocurate.demo.sandbox.db import Conflict
     from histocurate.io import atomic_write_text
 
     target = keys_file or db.with_name(db.name + ".keys.json")

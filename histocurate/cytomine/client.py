@@ -3,33 +3,30 @@
 The client's quirks, and what this module does about each:
 
 * A failed call returns ``False`` (no exception, no status). The adapter's session records
-  the status of the last response of each thread, and `Connection.call` raises
-  `CytomineCallError` naming the call, or retries it.
+  the status and message of the last answer of each thread, and `Connection.call` raises
+  `CytomineCallError` naming the call, or retries it (`histocurate.cytomine.retry`).
+* Error bodies come in three shapes: ``{"errors": {"message": ...}}`` (core),
+  ``{"errors": "..."}`` and PIMS's JSON list ``[{"status": 500, "error": ...}]``; any of
+  them (or a web page) becomes one line of detail, keys scrubbed.
 * Requests have no timeout. The session adds ``(connect, read)`` timeouts to each request.
-* Connecting retries ``GET /server/ping`` every second for 120 s. The adapter pings once
-  itself, with a deadline (`RetryPolicy.connect_deadline_s`), then builds the client
-  without the loop. A wrong key does not raise in the client (``current_user`` is
-  ``False``); here it raises `CytomineAuthError`.
+* Connecting retries ``GET /server/ping`` every second for 120 s and checks only the
+  status. `histocurate.cytomine.probe` pings once itself with a deadline, reads the JSON,
+  and says what is wrong (redirect, web UI, old signature scheme, keys) in one line.
 * ``configure_logging`` adds a stdout handler to the root logger at INFO. The adapter
   passes ``configure_logging=False``, silences the ``cytomine.client`` logger and removes
   such a handler if an earlier client added one.
 * The last client built is a process-wide singleton. `connect` holds a process lock for
   the life of the connection: one connection at a time, others wait.
-* ``Collection.fetch(max=N)`` pages wrongly; only plain ``fetch()`` is used. The HTTP cache
-  is off (a cached listing would hide new annotations).
-
-Retries: on transport errors (refused, reset, timeout) and 5xx answers only, with
-exponential backoff; never on 4xx. A create that may have reached the server before the
-failure is first *reconciled* (looked up) before it is sent again, so nothing is created
-twice.
+* Models' ``fetch`` pages wrongly and the repository-backed lists page by 20 whatever
+  ``max`` says: lists are read raw and whole by `histocurate.cytomine.listing`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,40 +37,26 @@ from cytomine import Cytomine
 from cytomine.cytomine import URLRedirectionException
 
 from histocurate.cytomine.credentials import Credentials, scrub
-from histocurate.errors import HistocurateError, UserInputError
+from histocurate.cytomine.retry import CytomineCallError, RetryPolicy, retrying
+from histocurate.errors import UserInputError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _CONNECTION_LOCK = threading.Lock()
 _CLIENT_LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
 
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Timeouts and retries of every call (seconds)."""
-
-    attempts: int = 6
-    backoff_s: float = 0.5
-    max_backoff_s: float = 8.0
-    timeout_s: float = 30.0
-    connect_timeout_s: float = 5.0
-    connect_deadline_s: float = 20.0
-
-    def delay(self, attempt: int) -> float:
-        return float(min(self.max_backoff_s, self.backoff_s * 2**attempt))
-
-
-class CytomineCallError(HistocurateError):
-    """A call failed: ``call`` names it, ``status`` is the HTTP status (None: no answer)."""
-
-    def __init__(self, call: str, status: int | None, detail: str) -> None:
-        self.call, self.status, self.detail = call, status, detail
-        what = f"HTTP {status}" if status is not None else "no answer"
-        super().__init__(f"Cytomine call '{call}' failed ({what}): {detail}")
-
-    @property
-    def transient(self) -> bool:
-        return self.status is None or self.status >= 500
+__all__ = [
+    "Connection",
+    "CytomineAuthError",
+    "CytomineCallError",
+    "CytominePermissionError",
+    "CytomineUnreachable",
+    "RetryPolicy",
+    "ServerInfo",
+    "connect",
+    "describe_answer",
+    "remove_client_stdout_handler",
+]
 
 
 class CytomineAuthError(UserInputError):
@@ -81,11 +64,29 @@ class CytomineAuthError(UserInputError):
 
 
 class CytomineUnreachable(UserInputError):
-    """The server does not answer (down, wrong host or port)."""
+    """The server does not answer, or not as Cytomine's API (wrong host, port, scheme)."""
 
 
 class CytominePermissionError(UserInputError):
     """The user may not do this (HTTP 403)."""
+
+
+def describe_answer(response: requests.Response) -> str:
+    """One line of detail from an error answer, whatever its shape."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = " ".join(response.text.split())
+        return f"not a JSON answer: {text[:120]!r}" if text else ""
+    if isinstance(body, list):  # PIMS: [{"status": 500, "error": "..."}]
+        parts = [str(b.get("error") or b.get("message") or b) for b in body if b]
+        return "; ".join(parts)[:500]
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, dict):
+            errors = errors.get("message") or json.dumps(errors)
+        return str(errors or body.get("message") or body.get("detail") or "")[:500]
+    return str(body)[:200]
 
 
 class _RecordingSession(requests.Session):
@@ -103,13 +104,7 @@ class _RecordingSession(requests.Session):
             kwargs["timeout"] = self._timeout
         self._last.answer = (None, "")
         response = super().request(method, url, *args, **kwargs)
-        detail = ""
-        if response.status_code != 200:
-            try:
-                body = response.json()
-                detail = str(body.get("errors") or body.get("message") or "")
-            except ValueError:
-                detail = response.text[:200]
+        detail = describe_answer(response) if response.status_code != 200 else ""
         self._last.answer = (response.status_code, detail)
         return response
 
@@ -125,9 +120,13 @@ class _Client(Cytomine):
     def __init__(self, credentials: Credentials, policy: RetryPolicy) -> None:
         self._policy = policy
         super().__init__(
-            credentials.host, credentials.public_key, credentials.private_key,
-            verbose=logging.CRITICAL, use_cache=False, configure_logging=False,
-        )  # fmt: skip
+            credentials.host,
+            credentials.public_key,
+            credentials.private_key,
+            verbose=logging.CRITICAL,
+            use_cache=False,
+            configure_logging=False,
+        )
 
     def _start(self) -> None:  # replaces the library's: no ping loop, our session
         self._session = _RecordingSession((self._policy.connect_timeout_s, self._policy.timeout_s))
@@ -146,65 +145,69 @@ def remove_client_stdout_handler() -> None:
     logging.getLogger("cytomine.client").setLevel(logging.CRITICAL)
 
 
-def wait_for_server(base_url: str, policy: RetryPolicy) -> None:
-    """Ping ``/server/ping`` until it answers 200, at most ``connect_deadline_s`` seconds."""
-    deadline = time.monotonic() + policy.connect_deadline_s
-    why, attempt = "no answer", 0
-    while True:
-        try:
-            answer = requests.get(
-                f"{base_url}/server/ping",
-                timeout=(policy.connect_timeout_s, min(policy.timeout_s, 10.0)),
-            )
-            if answer.status_code == 200:
-                return
-            why = f"HTTP {answer.status_code}"
-            if answer.status_code < 500:
-                break
-        except requests.ConnectionError:
-            why = "connection refused or reset"
-        except requests.Timeout:
-            why = "timed out"
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        time.sleep(min(policy.delay(attempt), remaining))
-        attempt += 1
-    raise CytomineUnreachable(
-        f"Cytomine at {base_url} does not answer /server/ping ({why}, waited up to "
-        f"{policy.connect_deadline_s:.0f} s): is the server running and the host right?"
-    )
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the server said of itself (``/server/ping``) and where it takes uploads."""
+
+    base_url: str
+    version: str
+    upload_url: str | None  # None: discovered at the first upload
 
 
 class Connection:
     """One connected client (the process-wide singleton) with error-raising calls."""
 
-    def __init__(self, client: _Client, credentials: Credentials, policy: RetryPolicy) -> None:
+    def __init__(
+        self, client: _Client, credentials: Credentials, policy: RetryPolicy, server: ServerInfo
+    ) -> None:
         self.client = client
         self.credentials = credentials
         self.policy = policy
+        self.server = server
+        self.upload_url = server.upload_url
         self.user_id: int = int(client.current_user.id)
         self.username: str = str(client.current_user.username)
         self.retries = 0  # how many calls were retried (for run reports)
 
     @property
     def base_url(self) -> str:
-        return self.client._base_url(with_base_path=False)
+        return self.server.base_url
 
-    def _failure(self, call: str) -> CytomineCallError:
-        session: _RecordingSession = self.client._session
-        status, detail = session.last
+    def failure(self, call: str, status: int | None, detail: str) -> CytomineCallError:
+        """The error for a failed answer (401 and 403 raise their own, user-facing errors)."""
         detail = scrub(detail, self.credentials)
         if status == 401:
             raise CytomineAuthError(
-                f"Cytomine refused the keys during '{call}' (HTTP 401): check CYTOMINE_PUBLIC_KEY "
-                "and CYTOMINE_PRIVATE_KEY"
+                f"Cytomine at {self.base_url} refused the keys during '{call}' (HTTP 401): "
+                "check CYTOMINE_PUBLIC_KEY and CYTOMINE_PRIVATE_KEY"
             )
         if status == 403:
             raise CytominePermissionError(
                 f"Cytomine user {self.username!r} may not '{call}' (HTTP 403): {detail}"
             )
         return CytomineCallError(call, status, detail or "the client returned False")
+
+    def _attempt(self, call: str, fn: Callable[[], T | bool]) -> T:
+        try:
+            result = fn()
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise CytomineCallError(call, None, type(exc).__name__) from None
+        except URLRedirectionException:
+            raise CytomineUnreachable(
+                f"Cytomine call '{call}' was redirected: use the right scheme (http/https) "
+                f"in the host {self.credentials.host!r}"
+            ) from None
+        if result is False:
+            session: _RecordingSession = self.client._session
+            raise self.failure(call, *session.last)
+        return result  # type: ignore[return-value]
+
+    def once(self, call: str, fn: Callable[[], T | bool]) -> T:
+        """Run ``fn`` once, no retry (a create whose caller re-checks before sending again)."""
+        return self._attempt(call, fn)
+
+    def _count_retry(self) -> None:
+        self.retries += 1
 
     def call(
         self,
@@ -213,72 +216,71 @@ class Connection:
         *,
         reconcile: Callable[[], T | None] | None = None,
     ) -> T:
-        """Run ``fn`` (a client call); raise on failure, retry transient failures.
+        """Run ``fn`` (a client call returning False on failure) under the retry policy.
 
         ``reconcile`` looks up the object a failed *create* may nevertheless have made;
         when it finds one, that is the result and nothing is sent again.
         """
-        error: CytomineCallError | None = None
-        for attempt in range(self.policy.attempts):
-            if attempt:
-                self.retries += 1
-                time.sleep(self.policy.delay(attempt - 1))
-                if reconcile is not None:
-                    found = reconcile()  # its own listings go through `call` (retried)
-                    if found is not None:
-                        return found
-            try:
-                result = fn()
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                error = CytomineCallError(call, None, type(exc).__name__)
-                continue
-            except URLRedirectionException:
-                raise CytomineUnreachable(
-                    f"Cytomine call '{call}' was redirected: use the right scheme "
-                    f"(http/https) in the host {self.credentials.host!r}"
-                ) from None
-            if result is not False:
-                return result  # type: ignore[return-value]
-            error = self._failure(call)
-            if not error.transient:
-                raise error
-            log.debug("transient failure of %r: %s", call, error)
-        assert error is not None
-        raise error
+        return retrying(
+            call,
+            lambda: self._attempt(call, fn),
+            self.policy,
+            reconcile=reconcile,
+            on_retry=self._count_retry,
+        )
+
+    # Raw JSON calls on /api/ paths (``path`` is relative to /api/, e.g. "project.json").
+
+    def get(self, path: str, what: str | None = None, **params: Any) -> Any:
+        return self.call(what or f"GET {path}", lambda: self.client.get(path, params or None))
+
+    def post(
+        self,
+        path: str,
+        body: Any,
+        what: str | None = None,
+        *,
+        reconcile: Callable[[], Any | None] | None = None,
+        **params: Any,
+    ) -> Any:
+        data = None if body is None else json.dumps(body)
+        return self.call(
+            what or f"POST {path}",
+            lambda: self.client.post(path, data=data, query_parameters=params or None),
+            reconcile=reconcile,
+        )
+
+    def put(self, path: str, body: Any, what: str | None = None) -> Any:
+        data = json.dumps(body)
+        return self.call(what or f"PUT {path}", lambda: self.client.put(path, data=data))
+
+    def delete(self, path: str, what: str | None = None) -> bool:
+        result: bool = self.call(what or f"DELETE {path}", lambda: self.client.delete(path))
+        return result
 
 
 @contextmanager
-def connect(credentials: Credentials, policy: RetryPolicy | None = None) -> Iterator[Connection]:
-    """Connect (bounded wait), check the keys, and hold the singleton until the block ends."""
+def connect(
+    credentials: Credentials, policy: RetryPolicy | None = None, *, upload_url: str | None = None
+) -> Iterator[Connection]:
+    """Connect (bounded wait), check the server and the keys, and hold the singleton until
+    the block ends. Every failure to connect is a one-line `UserInputError`."""
+    from histocurate.cytomine import probe
+
     policy = policy or RetryPolicy()
     remove_client_stdout_handler()
     with _CONNECTION_LOCK:
         host, protocol = Cytomine._parse_url(credentials.host)
-        wait_for_server(f"{protocol}://{host}", policy)
+        base_url = f"{protocol}://{host}"
+        version = probe.wait_for_server(base_url, policy)
         client: _Client | None = None
         try:
-            for attempt in range(policy.attempts):
-                try:
-                    client = _Client(credentials, policy)
-                except (requests.ConnectionError, requests.Timeout):
-                    client = None
-                if client is not None and client.current_user is not False:
-                    break
-                status = client._session.last[0] if client is not None else None
-                if status in (401, 403):
-                    raise CytomineAuthError(
-                        f"Cytomine at {protocol}://{host} refused the keys (HTTP {status}): "
-                        "check CYTOMINE_PUBLIC_KEY and CYTOMINE_PRIVATE_KEY"
-                    )
-                time.sleep(policy.delay(attempt))
-            else:
-                raise CytomineUnreachable(
-                    f"Cytomine at {protocol}://{host} answers ping but not user/current.json "
-                    f"after {policy.attempts} attempts"
-                )
-            assert client is not None
+            client = probe.build_client(
+                lambda: _Client(credentials, policy), credentials, base_url, policy
+            )
             remove_client_stdout_handler()
-            yield Connection(client, credentials, policy)
+            server = ServerInfo(base_url, version, upload_url)
+            yield Connection(client, credentials, policy, server)
         finally:
             if client is not None:
                 client._session.close()

@@ -17,6 +17,8 @@ from histocurate.errors import UserInputError
 ENV_HOST = "CYTOMINE_HOST"
 ENV_PUBLIC = "CYTOMINE_PUBLIC_KEY"
 ENV_PRIVATE = "CYTOMINE_PRIVATE_KEY"
+ENV_CONSENSUS_PUBLIC = "CYTOMINE_CONSENSUS_PUBLIC_KEY"  # the user whose layer holds consensus
+ENV_CONSENSUS_PRIVATE = "CYTOMINE_CONSENSUS_PRIVATE_KEY"
 
 
 class CredentialsError(UserInputError):
@@ -58,21 +60,25 @@ def resolve_credentials(
     environ: Mapping[str, str] | None = None,
     public_key_block: str | None = None,
     private_key_block: str | None = None,
+    env_public: str = ENV_PUBLIC,
+    env_private: str = ENV_PRIVATE,
 ) -> Credentials:
-    """Host from the argument or ``CYTOMINE_HOST``; keys from the environment or Secret blocks."""
+    """Host from the argument or ``CYTOMINE_HOST``; keys from the environment (variables
+    ``env_public`` / ``env_private``) or Secret blocks."""
     env = os.environ if environ is None else environ
     host = host or env.get(ENV_HOST)
     if not host:
         raise CredentialsError(
             f"no Cytomine host: set {ENV_HOST}, [cytomine] host in histocurate.toml or --host"
         )
-    public = env.get(ENV_PUBLIC) or (_secret(public_key_block) if public_key_block else None)
-    private = env.get(ENV_PRIVATE) or (_secret(private_key_block) if private_key_block else None)
+    public = env.get(env_public) or (_secret(public_key_block) if public_key_block else None)
+    private = env.get(env_private) or (_secret(private_key_block) if private_key_block else None)
     if not public or not private:
-        missing = [n for n, v in ((ENV_PUBLIC, public), (ENV_PRIVATE, private)) if not v]
+        missing = [n for n, v in ((env_public, public), (env_private, private)) if not v]
+        blocks = "consensus_" if env_public == ENV_CONSENSUS_PUBLIC else ""
         raise CredentialsError(
-            f"no Cytomine keys: set {' and '.join(missing)} (or [cytomine] public_key_block / "
-            "private_key_block naming Prefect Secret blocks)"
+            f"no Cytomine keys: set {' and '.join(missing)} (or [cytomine] {blocks}"
+            f"public_key_block / {blocks}private_key_block naming Prefect Secret blocks)"
         )
     return Credentials(host=host, public_key=public, private_key=private)
 

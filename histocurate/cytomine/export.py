@@ -1,204 +1,252 @@
-"""Export a campaign: project + ontology, one PNG image per selected tile, annotators,
-and (for validation sets) k annotators per tile, recorded in ``assignments.parquet`` and
-as image metadata on the server. Re-running adds only what is missing.
+"""Export a campaign: the project (and, per reader, one project each), its ontology and
+members, one frozen PNG per selected tile uploaded once, and k annotators per tile.
+
+Re-running adds only what is missing. Every tile has its own outcome: a tile that fails
+(PIMS refused its file, its frozen pixels are gone) is named with the reason and the
+others go on; when the server itself stops answering, the remaining tiles are marked
+"not attempted" and a re-run resumes.
+
+Isolation. ``shared``: one project holds every tile and every reader; the project's
+settings hide each contributor's layer from the others. ``per-reader``: the main project
+holds the uploads (the manager's view, no reader in it), and each reader gets a project
+``<project> / <reader>`` holding only their tiles: the same uploaded image attached again,
+not uploaded twice. Then the server itself enforces "3 of 9".
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
-import zlib
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
-from data_schema.assignments import ASSIGNMENTS
-from data_schema.selection import SELECTION
-from histocurate.cytomine import api
-from histocurate.cytomine.client import Connection, CytomineCallError
+from histocurate.campaign import Campaign
+from histocurate.cytomine.assignments import draw_annotators
+from histocurate.cytomine.client import (
+    Connection,
+    CytomineAuthError,
+    CytominePermissionError,
+    CytomineUnreachable,
+)
+from histocurate.cytomine.frozen import ImageSource, freeze
+from histocurate.cytomine.images import (
+    ASSIGNMENT_KEY,
+    IMAGE_CLASS,
+    TILE_KEY,
+    ProjectImages,
+    attach,
+    own_storage,
+    set_property,
+)
+from histocurate.cytomine.projects import ensure_members, ensure_project, resolve_users
+from histocurate.cytomine.retry import CytomineCallError
+from histocurate.cytomine.upload import UploadRouteMissing, upload_tile
 from histocurate.errors import UserInputError
-from histocurate.io import read_table, write_table
+from histocurate.runs import ItemOutcome
 
-log = logging.getLogger(__name__)
-ImageSource = Callable[[pd.Series], np.ndarray]
+READER_SEPARATOR = " / "
 
 
-class ExportIncompleteError(UserInputError):
-    """Some tiles could not be exported; the rest were (re-run export to retry them)."""
+def reader_project(project: str, reader: str) -> str:
+    """The name of a reader's own project in a per-reader campaign."""
+    return f"{project}{READER_SEPARATOR}{reader}"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export where (plain values: they travel to a Prefect task)."""
+
+    project: str
+    annotators: tuple[str, ...]
+    k: int | None = None
+    seed: int = 0
+    isolation: str = "shared"
+    storage: int | None = None
 
 
 @dataclass
-class ExportResult:
-    """What an export did, for the run report."""
+class ExportPlan:
+    """The tiles to export and what the workspace knows of them already."""
+
+    options: ExportOptions
+    tiles: pd.DataFrame  # tiles rows of the selection, with indication
+    tokens: dict[str, str]  # slide -> tiles token now
+    previous: pd.DataFrame  # assignments rows of the project
+    workspace_root: Path
+
+    @property
+    def campaign(self) -> Campaign:
+        return Campaign(self.workspace_root, self.options.project)
+
+
+@dataclass
+class ProjectExport:
+    """What one project's export did: per-tile outcomes and assignment rows."""
 
     project_id: int
-    project_name: str
-    project_created: bool
-    uploaded: list[str] = field(default_factory=list)
-    already_there: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    members_added: list[str] = field(default_factory=list)
-    assignments: pd.DataFrame = field(default_factory=pd.DataFrame)
+    created: bool
+    members_added: list[str]
+    reader_projects: dict[str, int]
+    outcomes: list[ItemOutcome] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
     retries: int = 0
 
 
-def read_selected_tile_ids(path: Path) -> list[str]:
-    """Tile ids of a selection table (the ``selection`` declaration, or any Parquet file
-    with a ``tile_id`` column), in order, without repeats."""
-    path = Path(path)
-    if not path.exists():
-        raise UserInputError(f"{path}: selection not found; run `histocurate select` first")
-    meta = {} if path.is_dir() else (pq.read_schema(path).metadata or {})
-    if path.is_dir() or meta.get(b"histocurate.schema") == b"selection":
-        ids = read_table(path, SELECTION, columns=["tile_id"])["tile_id"]
-    else:
-        table = pq.read_table(path)
-        if "tile_id" not in table.column_names:
-            raise UserInputError(f"{path}: no 'tile_id' column (columns: {table.column_names})")
-        ids = table.column("tile_id").to_pandas()
-    if ids.isna().any():
-        raise UserInputError(f"{path}: {int(ids.isna().sum())} row(s) without tile_id")
-    return list(dict.fromkeys(ids.astype(str)))
-
-
-def draw_annotators(tile_id: str, annotators: Sequence[str], k: int | None, seed: int) -> list[str]:
-    """The annotators of one tile: all of them, or ``k`` drawn at random.
-
-    The draw depends only on (seed, tile_id, annotator pool), so re-running gives the same.
-    """
-    if k is None or k >= len(annotators):
-        return list(annotators)
-    rng = np.random.default_rng([seed, zlib.crc32(tile_id.encode())])
-    picked = rng.choice(len(annotators), size=k, replace=False)
-    return [annotators[i] for i in sorted(picked)]
-
-
-def write_png(rgb: np.ndarray, path: Path, *, mpp: float) -> Path:
-    """Save an RGB tile as PNG whose pHYs chunk records the resolution (``mpp`` um/px)."""
-    from PIL import Image
-
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an RGB uint8 (h, w, 3) array, got {rgb.dtype} {rgb.shape}")
-    dpi = 25400.0 / mpp
-    Image.fromarray(rgb).save(path, format="PNG", dpi=(dpi, dpi))
-    return path
-
-
-def _default_source(tile: pd.Series) -> np.ndarray:
-    from histocurate.slides import read_tile
-
-    return read_tile(tile)
-
-
-def export_campaign(
-    conn: Connection,
-    *,
-    project: str,
-    tile_ids: Sequence[str],
-    tiles: pd.DataFrame,
-    annotators: Sequence[str],
-    k: int | None = None,
-    seed: int = 0,
-    assignments_path: Path | None = None,
-    image_source: ImageSource | None = None,
-) -> ExportResult:
-    """Find or create ``project`` and bring it up to date with the selection.
-
-    ``tiles`` holds at least the selected tiles' rows (``tile_id``, ``tile_mpp``);
-    ``image_source(row)`` gives a tile's RGB pixels (default: `histocurate.slides.read_tile`).
-    """
-    if len(set(annotators)) != len(annotators):
-        raise UserInputError(f"annotators listed twice: {sorted(annotators)}")
+def check_annotators(annotators: Sequence[str], k: int | None) -> None:
+    if not annotators:
+        raise UserInputError("no annotators: pass --annotators or set [cytomine] annotators")
+    twice = sorted({a for a in annotators if list(annotators).count(a) > 1})
+    if twice:
+        raise UserInputError(f"annotator(s) listed twice: {twice}")
     if k is not None and not 1 <= k <= len(annotators):
-        raise UserInputError(f"k per tile = {k} but there are {len(annotators)} annotator(s)")
-    by_id = tiles.drop_duplicates("tile_id").set_index("tile_id", drop=False)
-    unknown = [t for t in tile_ids if t not in by_id.index]
-    if unknown:
-        raise UserInputError(
-            f"{len(unknown)} selected tile(s) are not in the tiles table, e.g. {unknown[:3]}"
-        )
-    user_ids = {name: api.find_user(conn, name) for name in annotators}  # fails fast on typos
-    info, created = api.ensure_project(conn, project)
-    result = ExportResult(info.id, info.name, created)
-    added = api.ensure_members(conn, info.id, list(user_ids.values()))
-    result.members_added = [n for n, uid in user_ids.items() if uid in added]
+        raise UserInputError(f"--k {k} but there are {len(annotators)} annotator(s)")
 
-    previous = _previous_assignments(assignments_path, project)
-    storage = api.own_storage(conn)
-    images = api.project_images(conn, info.id)
-    source = image_source or _default_source
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="histocurate-export-") as tmp:
-        for tile_id in tile_ids:
-            name = f"{tile_id}.png"
-            try:
-                image = images.get(name)
-                if image is None:
-                    tile: pd.Series = by_id.loc[tile_id]  # type: ignore[assignment]
-                    png = write_png(source(tile), Path(tmp) / name, mpp=float(tile["tile_mpp"]))
-                    image = api.upload_image(conn, png, storage_id=storage, project_id=info.id)
-                    png.unlink()
-                    result.uploaded.append(tile_id)
-                else:
-                    result.already_there.append(tile_id)
-                chosen = previous.get(tile_id) or draw_annotators(tile_id, annotators, k, seed)
-                api.set_image_property(conn, image, api.TILE_KEY, tile_id)
-                api.set_image_property(conn, image, api.ASSIGNMENT_KEY, ",".join(chosen))
-            except (CytomineCallError, UserInputError, ValueError, OSError) as exc:
-                if isinstance(exc, CytomineCallError) and exc.transient:
-                    raise  # the server is failing: stop here, a re-run resumes
-                result.failed[tile_id] = str(exc)
-                log.warning("tile %s not exported: %s", tile_id, exc)
-                continue
-            rows += [
-                {"project": project, "project_id": info.id, "tile_id": tile_id,
-                 "image_id": int(image.id), "annotator": who, "k": len(chosen)}
-                for who in chosen
-            ]  # fmt: skip
-    result.assignments = pd.DataFrame(rows, columns=ASSIGNMENTS.column_names)
-    if assignments_path is not None:
-        _write_assignments(assignments_path, project, result.assignments)
+
+# Failures after which trying the next tile is pointless: the server, not the tile.
+_STOPPING = (CytomineAuthError, CytominePermissionError, CytomineUnreachable, UploadRouteMissing)
+
+
+class _Exporter:
+    def __init__(self, conn: Connection, plan: ExportPlan, source: ImageSource) -> None:
+        self.conn, self.plan, self.source = conn, plan, source
+        self.options = plan.options
+        self.previous = {str(t): g for t, g in plan.previous.groupby("tile_id", sort=False)}
+
+    def setup(self) -> ProjectExport:
+        options, conn = self.options, self.conn
+        users = resolve_users(conn, options.annotators)  # every unknown name at once
+        self.main, created = ensure_project(conn, options.project)
+        added: list[int] = []
+        self.readers: dict[str, int] = {}
+        if options.isolation == "per-reader":
+            for reader, uid in users.items():
+                info, _ = ensure_project(
+                    conn, reader_project(options.project, reader), ontology_of=options.project
+                )
+                self.readers[reader] = info.id
+                added += ensure_members(conn, info.id, [uid])
+        else:
+            added = ensure_members(conn, self.main.id, list(users.values()))
+        self.storage = own_storage(conn, options.storage)
+        self.images = ProjectImages.read(conn, self.main.id)
+        self.reader_images = {r: ProjectImages.read(conn, pid) for r, pid in self.readers.items()}
+        members = sorted({n for n, uid in users.items() if uid in added})
+        return ProjectExport(self.main.id, created, members, dict(self.readers))
+
+    def tile(self, tile: pd.Series) -> tuple[ItemOutcome, list[dict[str, Any]]]:
+        start = time.perf_counter()
+        tile_id, slide = str(tile["tile_id"]), str(tile["slide_id"])
+        prev = self.previous.get(tile_id)
+        chosen = (
+            list(prev["annotator"])
+            if prev is not None and len(prev)
+            else draw_annotators(
+                tile_id, self.options.annotators, self.options.k, self.options.seed
+            )
+        )
+        record = None
+        if prev is not None and len(prev):
+            first = prev.iloc[0]
+            record = {k: str(first[k]) for k in ("image_sha256", "tiles_token")}
+        image = self.images.of_tile(tile_id)
+        frozen = freeze(
+            self.plan.campaign,
+            tile,
+            record=record,
+            token=self.plan.tokens[slide],
+            on_server=image is not None,
+            source=self.source,
+        )
+        action = "present"
+        if image is None:
+            image, action = upload_tile(
+                self.conn,
+                self.images,
+                frozen.path,
+                storage_id=self.storage,
+                properties={TILE_KEY: tile_id},
+            )
+        changed = self._label(self.images, image, tile_id, ",".join(chosen))
+        homes = {r: (self.main.id, image) for r in chosen}
+        for reader in chosen if self.readers else ():
+            images = self.reader_images[reader]
+            mine = images.of_tile(tile_id) or attach(self.conn, images, int(image["baseImage"]))
+            changed |= self._label(images, mine, tile_id, reader)
+            homes[reader] = (self.readers[reader], mine)
+        rows = [
+            {
+                "project": self.options.project,
+                "project_id": pid,
+                "tile_id": tile_id,
+                "slide_id": slide,
+                "indication": str(tile["indication"]),
+                "image_id": int(img["id"]),
+                "annotator": reader,
+                "k": len(chosen),
+                "tile_mpp": float(tile["tile_mpp"]),
+                "tile_px": int(tile["tile_px"]),
+                "image_sha256": frozen.sha256,
+                "tiles_token": frozen.tiles_token,
+            }
+            for reader, (pid, img) in homes.items()
+        ]
+        done = changed or action != "present" or frozen.action != "kept"
+        outcome = ItemOutcome(
+            tile_id,
+            "done" if done else "skipped",
+            count=len(chosen),
+            seconds=time.perf_counter() - start,
+            extra={
+                "image": action,
+                "frozen": frozen.action,
+                "image_id": int(image["id"]),
+                "annotators": ",".join(chosen),
+            },
+        )
+        return outcome, rows
+
+    def _label(self, images: ProjectImages, image: dict[str, Any], tile_id: str, who: str) -> bool:
+        props = images.props.setdefault(int(image["id"]), {})
+        changed = set_property(self.conn, IMAGE_CLASS, int(image["id"]), TILE_KEY, tile_id, props)
+        return (
+            set_property(self.conn, IMAGE_CLASS, int(image["id"]), ASSIGNMENT_KEY, who, props)
+            or changed
+        )
+
+
+def export_project(conn: Connection, plan: ExportPlan, source: ImageSource) -> ProjectExport:
+    """Bring the project(s) up to date with the plan's tiles; one outcome per tile."""
+    exporter = _Exporter(conn, plan, source)
+    result = exporter.setup()
+    stopped: str | None = None
+    for _, tile in plan.tiles.iterrows():
+        tile_id = str(tile["tile_id"])
+        if stopped is not None:
+            result.outcomes.append(ItemOutcome(tile_id, "failed", error=stopped))
+            continue
+        try:
+            outcome, rows = exporter.tile(tile)
+        except Exception as exc:  # a tile's failure is its outcome; the others go on
+            stop = isinstance(exc, _STOPPING) or (
+                isinstance(exc, CytomineCallError) and exc.transient
+            )
+            error = (
+                str(exc)
+                if isinstance(exc, UserInputError | CytomineCallError)
+                else (f"{type(exc).__name__}: {exc}")
+            )
+            result.outcomes.append(
+                ItemOutcome(
+                    tile_id, "failed", error=error, input_error=isinstance(exc, UserInputError)
+                )
+            )
+            if stop:
+                stopped = f"not attempted: the export stopped at tile {tile_id} ({error})"
+            continue
+        result.outcomes.append(outcome)
+        result.rows += rows
     result.retries = conn.retries
-    if result.failed:
-        listed = "; ".join(f"{t}: {why}" for t, why in list(result.failed.items())[:5])
-        raise ExportIncompleteError(
-            f"{len(result.failed)} of {len(tile_ids)} tile(s) were not exported ({listed}); "
-            "the others are on Cytomine; fix the cause and re-run export"
-        )
     return result
-
-
-def _previous_assignments(path: Path | None, project: str) -> dict[str, list[str]]:
-    if path is None or not Path(path).exists():
-        return {}
-    table = read_table(path, ASSIGNMENTS)
-    table = table[table["project"] == project]
-    return {str(t): list(g["annotator"]) for t, g in table.groupby("tile_id", sort=False)}
-
-
-def _write_assignments(path: Path, project: str, rows: pd.DataFrame) -> None:
-    frames = [rows]
-    if Path(path).exists():
-        old = read_table(path, ASSIGNMENTS)
-        keep = old[(old["project"] != project) | ~old["tile_id"].isin(rows["tile_id"])]
-        frames.insert(0, keep)
-    merged = (
-        pd.concat([f for f in frames if len(f)], ignore_index=True)
-        if any(len(f) for f in frames)
-        else rows
-    )
-    merged = merged.sort_values(["project", "tile_id", "annotator"], kind="stable")
-    write_table(merged.reset_index(drop=True), path, ASSIGNMENTS)
-
-
-def load_assignments(path: Path, project: str) -> pd.DataFrame:
-    """Rows of ``assignments.parquet`` for one project (empty frame if none)."""
-    if not Path(path).exists():
-        return pd.DataFrame(columns=ASSIGNMENTS.column_names)
-    table = read_table(path, ASSIGNMENTS)
-    return table[table["project"] == project].reset_index(drop=True)

@@ -3,13 +3,13 @@
 The library client is a process-wide singleton: it cannot act as nine annotators at once.
 The simulated pathologists (and tests that edit annotations as a given user) therefore
 sign their own requests with the client's own `CytomineAuth` (the same 4.x HMAC-SHA1
-scheme and headers), one `SignedSession` per user, usable side by side.
+scheme and headers), one `SignedSession` per user, usable side by side. Retries follow
+the one policy of `histocurate.cytomine.retry`.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,7 +17,9 @@ import requests
 from cytomine import Cytomine
 from cytomine.cytomine import CytomineAuth
 
-from histocurate.cytomine.client import CytomineCallError, RetryPolicy
+from histocurate.cytomine.client import describe_answer
+from histocurate.cytomine.listing import list_all
+from histocurate.cytomine.retry import CytomineCallError, RetryPolicy, retrying
 
 T = TypeVar("T")
 
@@ -54,35 +56,33 @@ class SignedSession:
         what = what or f"{method} {path}"
         try:
             answer = self._session.request(
-                method, f"{self.base_url}{path}", params=params, headers=headers, auth=self._auth,
-                data=None if body is None else json.dumps(body), allow_redirects=False,
+                method,
+                f"{self.base_url}{path}",
+                params=params,
+                headers=headers,
+                auth=self._auth,
+                data=None if body is None else json.dumps(body),
+                allow_redirects=False,
                 timeout=(self.policy.connect_timeout_s, self.policy.timeout_s),
-            )  # fmt: skip
+            )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise CytomineCallError(what, None, type(exc).__name__) from None
         if answer.status_code != 200:
-            try:
-                detail = str(answer.json().get("errors", ""))
-            except ValueError:
-                detail = answer.text[:200]
-            raise CytomineCallError(what, answer.status_code, detail)
+            raise CytomineCallError(what, answer.status_code, describe_answer(answer))
         return answer.json()
 
-    def get(self, path: str, **params: Any) -> Any:
+    def get(self, path: str, what: str | None = None, **params: Any) -> Any:
         """GET with retries (idempotent)."""
-        return self.retrying(f"GET {path}", lambda: self.request("GET", path, params=params))
+        what = what or f"GET {path}"
+        return self.retrying(what, lambda: self.request("GET", path, params=params, what=what))
 
     def collection(self, path: str, **params: Any) -> list[dict[str, Any]]:
-        return list(self.get(path, **params)["collection"])
+        """Every item of a list (read whole: see `histocurate.cytomine.listing`)."""
+        return list_all(self, path, **params)
 
     def retrying(self, what: str, fn: Callable[[], T]) -> T:
-        """Run ``fn``; retry transient failures (transport errors, 5xx) with backoff."""
-        for attempt in range(self.policy.attempts):
-            try:
-                return fn()
-            except CytomineCallError as exc:
-                if not exc.transient or attempt == self.policy.attempts - 1:
-                    raise
-                self.retries += 1
-                time.sleep(self.policy.delay(attempt))
-        raise AssertionError("unreachable")
+        """Run ``fn`` under the retry policy (transient failures retried with backoff)."""
+        return retrying(what, fn, self.policy, on_retry=self._count_retry)
+
+    def _count_retry(self) -> None:
+        self.retries += 1

@@ -2,8 +2,10 @@
 
 `simulate_clicks` is pure (truth + profile + rng -> clicks). `annotate_project` plays each
 annotator against a Cytomine-compatible server with their own signed session (see
-`histocurate.cytomine.rest`): it reads the project, the tiles assigned to the user (image
-property ``histocurate.annotators``), and posts the clicks still missing on each tile.
+`histocurate.cytomine.rest`): it reads the campaign's projects the user is a member of (the
+project, or their own ``<project> / <reader>`` project in a per-reader campaign), the tiles
+assigned to the user (image properties ``histocurate.tile_id`` and
+``histocurate.annotators``: names may be blinded), and posts the clicks still missing.
 Posting is resumable and never duplicates: before each attempt the user's annotations on
 the tile are listed and only the clicks not there yet are sent.
 
@@ -23,11 +25,12 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from histocurate.cytomine.api import ASSIGNMENT_KEY, term_names
-from histocurate.cytomine.client import CytomineCallError, RetryPolicy
-from histocurate.cytomine.profiles import CONFUSABLE, AnnotatorProfile
+from histocurate.cytomine.export import READER_SEPARATOR
+from histocurate.cytomine.images import ASSIGNMENT_KEY, IMAGE_CLASS, tile_of
+from histocurate.cytomine.projects import term_names
 from histocurate.cytomine.rest import SignedSession
-from histocurate.cytomine.sandbox.db import IMAGE_CLASS
+from histocurate.cytomine.retry import CytomineCallError, RetryPolicy
+from histocurate.demo.profiles import CONFUSABLE, AnnotatorProfile
 from histocurate.labels import RARE_LABELS, UNKNOWN
 
 GRID = 256.0  # clicks are multiples of 1/GRID px
@@ -102,9 +105,14 @@ def _existing(
     session: SignedSession, project: int, image: int, user: int
 ) -> set[tuple[int, int, int]]:
     found = session.collection(
-        "/api/annotation.json", project=project, image=image, user=user, showWKT="true",
-        showTerm="true", showMeta="true",
-    )  # fmt: skip
+        "/api/annotation.json",
+        project=project,
+        image=image,
+        user=user,
+        showWKT="true",
+        showTerm="true",
+        showMeta="true",
+    )
     keys = set()
     for a in found:
         geom = shapely.from_wkt(a.get("location") or "", on_invalid="ignore")
@@ -166,21 +174,33 @@ class _Project:
     terms: dict[str, int]  # label -> term id
 
 
-def _open_project(session: SignedSession, name: str) -> _Project | None:
-    """The project as this user sees it; None when they are not a member of it."""
+def _open_projects(session: SignedSession, name: str) -> list[_Project]:
+    """The campaign's projects as this user sees them (none when not a member)."""
     me = session.get("/api/user/current.json")
-    found = [p for p in session.collection("/api/project.json") if p["name"] == name]
-    if not found:
+    found = [
+        p
+        for p in session.collection("/api/project.json")
+        if p["name"] == name or str(p["name"]).startswith(name + READER_SEPARATOR)
+    ]
+    projects = []
+    for project in sorted(found, key=lambda p: int(p["id"])):
+        pid = int(project["id"])
+        term_of = {
+            t["name"]: int(t["id"]) for t in session.collection(f"/api/project/{pid}/term.json")
+        }
+        terms = {lab: term_of[n] for lab, n in term_names().items()}
+        projects.append(_Project(pid, int(me["id"]), terms))
+    return projects
+
+
+def _image_tile(session: SignedSession, image: dict[str, Any], username: str) -> str | None:
+    """The tile of an image when it is assigned to ``username`` (None otherwise)."""
+    found = session.collection(f"/api/domain/{IMAGE_CLASS}/{image['id']}/property.json")
+    props = {p["key"]: p for p in found}
+    assigned = props.get(ASSIGNMENT_KEY, {}).get("value")
+    if assigned is not None and username not in str(assigned).split(","):
         return None
-    pid = int(found[0]["id"])
-    term_of = {t["name"]: int(t["id"]) for t in session.collection(f"/api/project/{pid}/term.json")}
-    return _Project(pid, int(me["id"]), {lab: term_of[n] for lab, n in term_names().items()})
-
-
-def _assigned(session: SignedSession, image: dict[str, Any], username: str) -> bool:
-    props = session.collection(f"/api/domain/{IMAGE_CLASS}/{image['id']}/property.json")
-    assigned = {p["key"]: p["value"] for p in props}.get(ASSIGNMENT_KEY)
-    return assigned is None or username in str(assigned).split(",")
+    return tile_of(image, props)
 
 
 def _annotate_image(
@@ -190,9 +210,9 @@ def _annotate_image(
     profile: AnnotatorProfile,
     truth: pd.DataFrame,
     seed: int,
+    tile_id: str,
 ) -> tuple[pd.DataFrame, int, int]:
     """Simulate and post one annotator's clicks on one image; return (clicks, posted, there)."""
-    tile_id = str(image["instanceFilename"]).removesuffix(".png")
     width, height = int(image["width"]), int(image["height"])
     user_seed = zlib.crc32(profile.username.encode())
     rng = np.random.default_rng([seed, user_seed, zlib.crc32(tile_id.encode())])
@@ -235,21 +255,18 @@ def annotate_project(
             raise KeyError(f"no keys for annotator {profile.username!r}")
         session = SignedSession(host, *keys[profile.username], policy=policy)
         try:
-            proj = _open_project(session, project)
             posted = there = 0
-            images = [] if proj is None else session.collection(
-                f"/api/project/{proj.id}/imageinstance.json"
-            )  # fmt: skip
-            for image in images:
-                if not _assigned(session, image, profile.username):
-                    continue
-                tile = str(image["instanceFilename"]).removesuffix(".png")
-                assert proj is not None
-                clicks, p, t = _annotate_image(
-                    session, proj, image, profile, by_tile.get(tile, empty), seed
-                )
-                made.append(clicks)
-                posted, there = posted + p, there + t
+            for proj in _open_projects(session, project):
+                images = session.collection(f"/api/project/{proj.id}/imageinstance.json")
+                for image in images:
+                    tile = _image_tile(session, image, profile.username)
+                    if tile is None:
+                        continue
+                    clicks, p, t = _annotate_image(
+                        session, proj, image, profile, by_tile.get(tile, empty), seed, tile
+                    )
+                    made.append(clicks)
+                    posted, there = posted + p, there + t
             result.posted[profile.username] = posted
             result.already_there[profile.username] = there
             result.retries += session.retries

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from histocurate.cytomine.client import RetryPolicy
 from histocurate.cytomine.credentials import ENV_HOST, ENV_PRIVATE, ENV_PUBLIC, Credentials
-from histocurate.cytomine.profiles import DEFAULT_PROFILES, AnnotatorProfile, default_profiles
-from histocurate.cytomine.sandbox import (
+from histocurate.cytomine.retry import RetryPolicy
+from histocurate.demo.pathologists import SimulationResult, annotate_project
+from histocurate.demo.profiles import DEFAULT_PROFILES, AnnotatorProfile, default_profiles
+from histocurate.demo.sandbox import (
     FaultInjector,
     SandboxDB,
     SandboxHTTPServer,
     serve_in_thread,
 )
-from histocurate.cytomine.simulate import SimulationResult, annotate_project
 
 ADMIN = "histocurate-admin"
 
@@ -59,9 +59,14 @@ def running_sandbox(
     db_path: str | Path = ":memory:",
     faults: FaultInjector | None = None,
     port: int = 0,
+    server_version: str | None = None,
+    import_delay_s: float = 0.0,
 ) -> Iterator[SandboxCampaign]:
     """Start a sandbox server on a free port in a background thread, with users created
-    by the admin (default: the nine default pathologists), and stop it afterwards."""
+    by the admin (default: the nine default pathologists), and stop it afterwards.
+
+    ``server_version``: the server build it behaves as (default: the current release);
+    ``import_delay_s``: how long PIMS takes to import an upload."""
     names = list(annotators) if annotators is not None else [p.username for p in DEFAULT_PROFILES]
     db = SandboxDB(db_path)
     existing = {u["username"] for u in db.list_users()}
@@ -70,7 +75,13 @@ def running_sandbox(
             db.create_user(name, admin=name == admin)
     keys = db.user_keys([admin, *names])
     try:
-        with serve_in_thread(db, port=port, faults=faults) as server:
+        with serve_in_thread(
+            db,
+            port=port,
+            faults=faults,
+            server_version=server_version,
+            import_delay_s=import_delay_s,
+        ) as server:
             yield SandboxCampaign(server.host, keys, admin, server)
     finally:
         db.close()

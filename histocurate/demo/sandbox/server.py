@@ -1,9 +1,11 @@
 """A local HTTP server that speaks the subset of Cytomine's REST API histocurate uses.
 
-Real HTTP on 127.0.0.1, SQLite storage, the 4.x HMAC-SHA1 signature checked on every
-``/api`` and ``/upload`` request (wrong key: 401), JSON shapes of the real server, and
-optional fault injection (`FaultInjector`). Users are created by the admin
-(`SandboxDB.create_user`, `histocurate sandbox-user`), never through the API.
+Real HTTP on 127.0.0.1, SQLite storage, the HMAC-SHA1 signature checked on every ``/api``
+and upload request (wrong key: 401; PIMS: 400 with a list body), the JSON shapes and error
+bodies of the real server (``{"errors": {"message": ...}}``, 400 for a conflict), the
+behaviour of one server build (`versions.ServerProfile`, the current release by default),
+PIMS's asynchronous import (`pims`), and optional fault injection (`FaultInjector`). Users
+are created by the admin (`SandboxDB.create_user`, `histocurate sandbox-user`).
 """
 
 from __future__ import annotations
@@ -26,20 +28,31 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from histocurate.cytomine.sandbox.db import BadRequest, Conflict, Forbidden, NotFound
-from histocurate.cytomine.sandbox.faults import FaultInjector
-from histocurate.cytomine.sandbox.routes import ROUTES, Request, Unauthorized
-from histocurate.cytomine.sandbox.store import SandboxDB
+from histocurate.demo.sandbox.db import BadRequest, Conflict, Forbidden, NotFound
+from histocurate.demo.sandbox.faults import FaultInjector
+from histocurate.demo.sandbox.pims import Importer, PimsError
+from histocurate.demo.sandbox.routes import (
+    PIMS_HANDLER,
+    ROUTES,
+    Request,
+    Unauthorized,
+    pims_routes,
+)
+from histocurate.demo.sandbox.store import SandboxDB
+from histocurate.demo.sandbox.versions import ServerProfile, profile
 
 log = logging.getLogger(__name__)
 _AUTH = re.compile(r"^CYTOMINE (?P<public>[^:\s]+):(?P<signature>\S+)$")
-_STATUS = {BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409}
+_STATUS = {BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 400}
 
 
-def signature(private_key: str, method: str, content_type: str, date: str) -> str:
-    """The 4.x request signature: base64(HMAC-SHA1(key, METHOD\\n\\nCONTENT_TYPE\\nDATE))."""
-    token = f"{method}\n\n{content_type}\n{date}".encode()
-    digest = hmac.new(private_key.encode(), token, hashlib.sha1).digest()
+def signature(
+    private_key: str, method: str, content_type: str, date: str, path: str | None = None
+) -> str:
+    """The request signature: base64(HMAC-SHA1(key, METHOD\\n\\nCONTENT_TYPE\\nDATE)), with
+    ``\\nPATH?QUERY`` appended on builds that sign the path (before 2025-12-18)."""
+    token = f"{method}\n\n{content_type}\n{date}" + ("" if path is None else f"\n{path}")
+    digest = hmac.new(private_key.encode(), token.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
 
@@ -83,9 +96,14 @@ class _Handler(BaseHTTPRequestHandler):
         if match is None or not date:
             raise Unauthorized("Full authentication is required to access this resource")
         user = self.server.db.user_by_public_key(match["public"])
-        expected = "" if user is None else signature(
-            user["private_key"], method, self.headers.get("content-type", ""), date
-        )  # fmt: skip
+        path = self.path if self.server.profile.signs_path else None
+        expected = (
+            ""
+            if user is None
+            else signature(
+                user["private_key"], method, self.headers.get("content-type", ""), date, path
+            )
+        )
         if user is None or not hmac.compare_digest(expected, match["signature"]):
             raise Unauthorized("Bad credentials")
         return user
@@ -116,24 +134,33 @@ class _Handler(BaseHTTPRequestHandler):
         self, method: str, path: str, params: dict[str, str], body: bytes
     ) -> tuple[int, Any]:
         db = self.server.db
+        pims = False
         try:
-            for verb, pattern, handler in ROUTES:
+            for verb, pattern, handler in self.server.routes:
                 match = pattern.match(path)
                 if verb != method or match is None:
                     continue
+                pims = handler is self.server.upload_handler
                 user = None if path.startswith("/server/") else self._authenticate(method)
-                request = Request(db, user, params, body, match.groupdict(), self.headers)
+                request = Request(
+                    db, user, params, body, match.groupdict(), self.headers, self.server
+                )
                 return 200, handler(request)
-            if any(p.match(path) for _, p, _ in ROUTES):
-                return 405, {"errors": f"method {method} not allowed on {path}"}
-            return 404, {"errors": f"no such resource {path}"}
+            if any(p.match(path) for _, p, _ in self.server.routes):
+                return 405, {"errors": {"message": f"method {method} not allowed on {path}"}}
+            return 404, {"errors": {"message": f"no such resource {path}"}}
+        except PimsError as exc:
+            db.rollback()
+            return 400, [{"status": exc.status, "error": str(exc)}]
         except tuple(_STATUS) as exc:
             db.rollback()
-            return _STATUS[type(exc)], {"errors": str(exc), "success": False}
+            if pims:  # PIMS answers every failure as 400 with a list body
+                return 400, [{"status": _STATUS[type(exc)], "error": str(exc)}]
+            return _STATUS[type(exc)], {"errors": {"message": str(exc)}}
         except Exception as exc:  # a bug in the sandbox: answer like a server would
             db.rollback()
             log.exception("sandbox error on %s %s", method, path)
-            return 500, {"errors": f"internal error: {type(exc).__name__}"}
+            return 500, {"errors": {"message": f"internal error: {type(exc).__name__}"}}
 
 
 class SandboxHTTPServer(ThreadingHTTPServer):
@@ -142,10 +169,25 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], db: SandboxDB, faults: FaultInjector) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        db: SandboxDB,
+        faults: FaultInjector,
+        server_profile: ServerProfile | None = None,
+        import_delay_s: float = 0.0,
+    ) -> None:
         super().__init__(address, _Handler)
         self.db = db
         self.faults = faults
+        self.profile = server_profile or profile(None)
+        self.importer = Importer(db, import_delay_s)
+        self.routes = [*ROUTES, *pims_routes(self.profile)]
+        self.upload_handler = PIMS_HANDLER
+
+    def server_close(self) -> None:
+        self.importer.close()
+        super().server_close()
 
     @property
     def host(self) -> str:
@@ -155,11 +197,23 @@ class SandboxHTTPServer(ThreadingHTTPServer):
 
 @contextmanager
 def serve_in_thread(
-    db: SandboxDB | str | Path = ":memory:", *, port: int = 0, faults: FaultInjector | None = None
+    db: SandboxDB | str | Path = ":memory:",
+    *,
+    port: int = 0,
+    faults: FaultInjector | None = None,
+    server_version: str | None = None,
+    import_delay_s: float = 0.0,
 ) -> Iterator[SandboxHTTPServer]:
-    """Run a sandbox server on 127.0.0.1 (``port=0``: a free port) in a background thread."""
+    """Run a sandbox server on 127.0.0.1 (``port=0``: a free port) in a background thread,
+    behaving as the build ``server_version`` (`versions.PROFILES`; default: current)."""
     database = db if isinstance(db, SandboxDB) else SandboxDB(db)
-    server = SandboxHTTPServer(("127.0.0.1", port), database, faults or FaultInjector())
+    server = SandboxHTTPServer(
+        ("127.0.0.1", port),
+        database,
+        faults or FaultInjector(),
+        profile(server_version),
+        import_delay_s,
+    )
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
@@ -175,11 +229,19 @@ def serve_in_thread(
 
 
 def serve_forever(
-    db_path: str | Path, *, port: int, faults: FaultInjector, ready: Callable[[str], None]
+    db_path: str | Path,
+    *,
+    port: int,
+    faults: FaultInjector,
+    ready: Callable[[str], None],
+    server_version: str | None = None,
+    import_delay_s: float = 0.0,
 ) -> None:
     """Run in the foreground until interrupted (the `histocurate sandbox-server` command)."""
     db = SandboxDB(db_path)
-    server = SandboxHTTPServer(("127.0.0.1", port), db, faults)
+    server = SandboxHTTPServer(
+        ("127.0.0.1", port), db, faults, profile(server_version), import_delay_s
+    )
     ready(server.host)
     try:
         server.serve_forever()

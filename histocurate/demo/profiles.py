@@ -1,7 +1,7 @@
 """Simulated pathologists: who misses what, how far they click, what they confuse.
 
 Each profile is a person's habits, applied to the known truth of a tile by
-`histocurate.cytomine.simulate.simulate_clicks`. The nine defaults differ on purpose so
+`histocurate.demo.pathologists.simulate_clicks`. The nine defaults differ on purpose so
 that consensus has disagreements to resolve (the paper's validation used 9 annotators).
 """
 
