@@ -127,10 +127,10 @@ def find_folds(directory: Path) -> list[PanNukeFold]:
 def merge_channels(masks: np.ndarray) -> tuple[np.ndarray, dict[int, str], set[int]]:
     """One instance map from PanNuke's class channels: (map, id -> label, contested ids).
 
-    >>> m = np.zeros((3, 3, 6)); m[0, :2, 0] = 4; m[0:2, 1, 2] = 1
+    >>> m = np.zeros((3, 3, 6)); m[0, :2, 0] = 4; m[:, 1, 2] = 1  # pixel (0, 1) in both
     >>> inst, labels, lost = merge_channels(m)
     >>> inst.tolist(), labels, sorted(lost)
-    ([[1, 2, 0], [0, 2, 0], [0, 0, 0]], {1: 'cancer_cell', 2: 'connective'}, [1])
+    ([[1, 1, 0], [0, 2, 0], [0, 2, 0]], {1: 'cancer_cell', 2: 'connective'}, [2])
     """
     height, width = masks.shape[:2]
     candidates = np.zeros((5, height, width), dtype=np.int64)
