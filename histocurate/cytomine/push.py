@@ -44,6 +44,7 @@ class Nucleus:
     terms: tuple[int, ...]
     x: float
     y: float
+    kind: str  # Point or Polygon
 
 
 def _flip(geom: BaseGeometry, height: float) -> BaseGeometry:
@@ -65,7 +66,8 @@ def nuclei_of_tile(
         else:
             geom = _flip(shapely.from_wkb(polygon), height)
         centre = geom.centroid
-        out.append(Nucleus(shapely.to_wkt(geom, rounding_precision=3), terms, centre.x, centre.y))
+        wkt = shapely.to_wkt(geom, rounding_precision=3)
+        out.append(Nucleus(wkt, terms, centre.x, centre.y, geom.geom_type))
     return out
 
 
@@ -86,17 +88,18 @@ def _existing(
 
 
 def match(wanted: list[Nucleus], existing: list[dict[str, Any]]) -> tuple[list[Nucleus], list[int]]:
-    """(nuclei to post, annotation ids to delete): pairs of same terms and near centroids."""
-    free: dict[tuple[int, ...], list[tuple[float, float, int]]] = {}
+    """(nuclei to post, annotation ids to delete): pairs of the same kind and terms and
+    near centroids."""
+    free: dict[tuple[tuple[int, ...], str], list[tuple[float, float, int]]] = {}
     for a in existing:
         geom = shapely.from_wkt(a.get("location") or "", on_invalid="ignore")
         if geom is None or geom.is_empty:
             continue
-        key = tuple(sorted({int(t) for t in a.get("term") or []}))
+        key = (tuple(sorted({int(t) for t in a.get("term") or []})), geom.geom_type)
         free.setdefault(key, []).append((geom.centroid.x, geom.centroid.y, int(a["id"])))
     missing = []
     for nucleus in wanted:
-        options = free.get(nucleus.terms, [])
+        options = free.get((nucleus.terms, nucleus.kind), [])
         far = [float(np.hypot(ox - nucleus.x, oy - nucleus.y)) for ox, oy, _ in options]
         best = int(np.argmin(far)) if far else None
         if best is not None and far[best] <= MATCH_PX:
