@@ -1,0 +1,176 @@
+"""HoVer post-processing: the fast path equals a plain HoVer-Net reference, the cells table
+holds hand-computed values, outlines equal the geometry package's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from histocurate.cellvit import filters
+from histocurate.cellvit.outline import instance_polygons
+from histocurate.cellvit.postprocess import HoverOptions, PostprocessPool, instances_from_maps
+from histocurate.cellvit.targets import hv_maps
+from histocurate.geometry import polygons_of
+
+ELLIPSE5 = np.array([[0, 0, 1, 0, 0], [1] * 5, [1] * 5, [1] * 5, [0, 0, 1, 0, 0]], bool)
+
+
+def hover_reference(np_prob: np.ndarray, hv: np.ndarray, ksize: int, min_size: int) -> np.ndarray:
+    """HoVer-Net's procedure, step by step with plain scipy / skimage calls (the note's)."""
+
+    def small_out(lab: np.ndarray) -> np.ndarray:
+        sizes = np.bincount(lab.ravel())
+        lab = lab.copy()
+        lab[(sizes < min_size)[lab] & (lab > 0)] = 0
+        return lab
+
+    def norm(a: np.ndarray) -> np.ndarray:
+        return (a - a.min()) / (a.max() - a.min())
+
+    def sobel(a: np.ndarray, axis: int) -> np.ndarray:
+        d, s = filters.sobel_kernels(ksize)
+        out = ndi.correlate1d(a.astype(np.float64), d, axis=axis, mode="mirror")
+        return ndi.correlate1d(out, s, axis=1 - axis, mode="mirror")
+
+    blb = small_out(ndi.label(np_prob >= 0.5)[0]) > 0
+    sh = 1 - norm(sobel(norm(hv[0]), 1))
+    sv = 1 - norm(sobel(norm(hv[1]), 0))
+    overall = np.clip(np.maximum(sh, sv) - (1 - blb), 0, None)
+    k = np.array([0.25, 0.5, 0.25])
+    dist = -ndi.correlate1d(ndi.correlate1d((1 - overall) * blb, k, 0, mode="mirror"), k, 1,
+                            mode="mirror")  # fmt: skip
+    marker = ndi.binary_fill_holes(blb & (overall < 0.4))
+    marker = ndi.binary_erosion(marker, ELLIPSE5, border_value=1)
+    marker = ndi.binary_dilation(marker, ELLIPSE5, border_value=0)
+    seeds = small_out(ndi.label(marker)[0])
+    return watershed(dist, seeds, mask=blb)
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(pairs[0]) == len(np.unique(a)) == len(np.unique(b)) and bool(
+        np.all((pairs[0] == 0) == (pairs[1] == 0))
+    )
+
+
+def touching_nuclei(seed: int, size: int = 160, n: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    inst = np.zeros((size, size), np.int32)
+    rr, cc = np.indices(inst.shape)
+    for i in range(1, n + 1):
+        r, c = rng.uniform(0, size, 2)
+        a, b = rng.uniform(5, 11, 2)
+        blob = ((rr - r) / a) ** 2 + ((cc - c) / b) ** 2 <= 1
+        inst[blob & (inst == 0)] = i
+    return inst
+
+
+@pytest.mark.parametrize(("seed", "mpp"), [(0, 0.25), (1, 0.25), (2, 0.5)])
+def test_instance_map_equals_the_plain_hover_reference(seed: int, mpp: float) -> None:
+    rng = np.random.default_rng(seed)
+    inst = touching_nuclei(seed)
+    np_prob = np.clip(ndi.gaussian_filter((inst > 0).astype(float), 1) + rng.normal(0, 0.05,
+                      inst.shape), 0, 1)  # fmt: skip
+    hv = np.stack([ndi.gaussian_filter(h, 1) for h in hv_maps(inst)])
+    hv = hv + rng.normal(0, 0.05, hv.shape)
+    options = HoverOptions.for_mpp(mpp)
+    ours, cells = instances_from_maps(np_prob, hv, mpp=mpp)
+    want = hover_reference(np_prob, hv, options.sobel_ksize, options.min_size)
+    assert ours.dtype == np.int32 and int(ours.max()) == len(cells) > 20
+    assert same_partition(ours, want)
+    assert sorted(np.unique(ours)[1:]) == list(range(1, len(cells) + 1))
+
+
+def test_cells_table_hand_computed() -> None:
+    inst = np.zeros((40, 40), np.int32)
+    inst[5:15, 5:15] = 1
+    inst[22:34, 20:32] = 2
+    tp = np.zeros((3, 40, 40), np.float32)
+    tp[0] = 1.0  # background everywhere...
+    tp[:, 5:9, 5:15] = np.array([0.1, 0.2, 0.7])[:, None, None]  # ...but 40 px of type 2
+    inst_map, cells = instances_from_maps((inst > 0).astype(np.float32), hv_maps(inst), tp)
+    assert same_partition(inst_map, inst)
+    first = cells.iloc[0]
+    assert (first.x, first.y, first.area) == (10.0, 10.0, 100.0)
+    assert (first.bbox_x0, first.bbox_y0, first.bbox_x1, first.bbox_y1) == (5, 5, 15, 15)
+    assert first.type == 2 and first.confidence == pytest.approx(0.4)  # background ignored
+    assert first.prob_2 == pytest.approx((40 * 0.7) / 100)
+    assert first.prob_0 == pytest.approx((40 * 0.1 + 60) / 100)
+    second = cells.iloc[1]
+    assert second.type == 0 and second.confidence == 1.0  # only background votes: kept
+    poly = shapely.from_wkb(first.polygon)
+    assert poly.bounds == (5, 5, 15, 15) and poly.area == 99.5  # corners cut by 1/8 px each
+    dropped_map, dropped = instances_from_maps(
+        (inst > 0).astype(np.float32), hv_maps(inst), tp,
+        options=HoverOptions(drop_untyped=True),
+    )  # fmt: skip
+    assert len(dropped) == 1 and int(dropped_map.max()) == 1
+    assert np.array_equal(dropped_map > 0, inst == 1)
+
+
+def test_polygons_equal_the_geometry_package_outlines() -> None:
+    rng = np.random.default_rng(3)
+    inst = np.zeros((90, 90), np.int32)
+    rr, cc = np.indices(inst.shape)
+    for i in range(1, 60):  # overlapping: fragments, holes and diagonal contacts
+        r, c = rng.uniform(0, 90, 2)
+        a, b = rng.uniform(1, 9, 2)
+        inst[((rr - r) / a) ** 2 + ((cc - c) / b) ** 2 <= 1] = i
+    inst[10:13, 40] = 77
+    inst[11, 41] = 77  # a tiny piece, and ids with gaps
+    ours = instance_polygons(inst)
+    for label, want in polygons_of(inst).items():
+        got = ours[label]
+        assert got is not None and got.is_valid and got.equals(want), label
+    assert all(ours[i] is None for i in range(len(ours)) if not np.any(inst == i))
+
+
+def test_filters_match_opencv_definitions() -> None:
+    d, s = filters.sobel_kernels(5)
+    assert d.tolist() == [-1, -2, 0, 2, 1] and s.tolist() == [1, 4, 6, 4, 1]
+    ramp = np.tile(np.arange(30, dtype=np.float64), (30, 1))
+    # interior: sum(k * d_k) * sum(s) = 8 * 16; reflect-101 border: 0 at columns 0 and 29
+    sx = filters.sobel_x(ramp, 5)
+    assert sx[15, 15] == 128 and sx[15, 0] == 0 and np.all(filters.sobel_y(ramp, 5) == 0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        m = rng.random((40, 50)) > 0.35
+        assert np.array_equal(filters.fill_holes(m), ndi.binary_fill_holes(m))
+        opened = ndi.binary_dilation(ndi.binary_erosion(m, ELLIPSE5, border_value=1), ELLIPSE5,
+                                     border_value=0)  # fmt: skip
+        assert np.array_equal(filters.open_ellipse5(m), opened)
+    assert np.all(filters.minmax(np.full((3, 3), 2.0)) == 0)
+
+
+def test_bad_maps_and_options() -> None:
+    hv = np.zeros((2, 20, 20), np.float32)
+    bad = np.zeros((20, 20), np.float32)
+    bad[3, 3] = np.nan
+    with pytest.raises(ValueError, match="np_prob holds NaN"):
+        instances_from_maps(bad, hv)
+    with pytest.raises(ValueError, match=r"hv must be \(2, H, W\)"):
+        instances_from_maps(np.zeros((20, 20)), np.zeros((2, 20, 21)))
+    assert HoverOptions.for_mpp(0.5).sobel_ksize == 11
+    assert HoverOptions.for_mpp(0.5).min_size == HoverOptions.for_mpp(0.5).marker_min_size == 5
+    empty, cells = instances_from_maps(np.zeros((20, 20)), hv)
+    assert int(empty.max()) == 0 and len(cells) == 0
+
+
+def test_pool_gives_the_same_results_in_order() -> None:
+    tiles = []
+    for seed in (4, 5):
+        inst = touching_nuclei(seed, size=96, n=12)
+        tiles.append(((inst > 0).astype(np.float32), hv_maps(inst), None))
+    direct = [instances_from_maps(*t) for t in tiles]
+    with PostprocessPool(1) as pool:
+        pooled = list(pool.map(tiles))
+    with PostprocessPool(0) as inline:
+        local = inline.submit(*tiles[1]).result()
+    for (a, ca), (b, cb) in zip(direct, pooled, strict=True):
+        assert np.array_equal(a, b) and ca.drop(columns="polygon").equals(
+            cb.drop(columns="polygon")
+        )
+    assert np.array_equal(local[0], direct[1][0])
