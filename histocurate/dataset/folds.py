@@ -116,8 +116,11 @@ def _improve(fold: NDArray[np.int64], cost: _Cost) -> NDArray[np.int64]:
                 if value < best - 1e-12:
                     best, best_fold = value, trial
         if best_fold is None and cost.missing(fold):
-            for a in range(len(fold)):
-                for b in range(a + 1, len(fold)):
+            # swaps, from the slides holding a type still missing from a fold
+            held = np.eye(cost.k)[fold].T @ cost.present
+            lacking = ((held == 0) & cost.spreadable[None, :]).any(axis=0)
+            for a in np.flatnonzero(cost.present[:, lacking].any(axis=1)):
+                for b in range(len(fold)):
                     if fold[a] == fold[b]:
                         continue
                     trial = fold.copy()

@@ -173,7 +173,7 @@ def _check_pixels(
 ) -> None:
     for tile in tiles:
         drawn = provenance.get(tile, {}).get("pixels")
-        if drawn is not None and drawn != annotated.sha256(tile):
+        if drawn is not None and tile in annotated and drawn != annotated.sha256(tile):
             raise UserInputError(
                 f"{partition_path(campaign.masks, tile)}: the masks of tile {tile} were drawn "
                 f"on other pixels than the image exported to {project!r}; rerun "
@@ -228,6 +228,7 @@ def read_campaign(config: HistocurateConfig, project: str, source: str) -> Campa
     from histocurate.dataset.checks import check_masks
 
     check_masks(masks, annotated, project)
+    _check_pixels(annotated, mask_provenance, project, list(mask_provenance), campaign)
     n_annotators = masks.groupby("tile_id")["annotator"].nunique()
     multi = sorted(n_annotators.index[n_annotators >= 2])
     single = sorted(n_annotators.index[n_annotators == 1])
@@ -270,7 +271,6 @@ def read_campaign(config: HistocurateConfig, project: str, source: str) -> Campa
                 else "no tile has masks"
             )
         )
-    _check_pixels(annotated, mask_provenance, project, kept, campaign)
     tiles = annotated.tiles.loc[sorted(kept)].copy()
     tiles["source"] = ["consensus" if t in set(multi) else "single" for t in tiles.index]
     cohort, gone = _cohort_of(ws, sorted(tiles["slide_id"].unique()))

@@ -31,7 +31,6 @@ from histocurate.dataset.maps import (
     scale_geoms,
 )
 from histocurate.errors import UserInputError
-from histocurate.io import write_table
 
 MPP_TOLERANCE = 0.01  # relative: a tile within 1% of the dataset's mpp is not resampled
 
@@ -105,7 +104,7 @@ def _vanished(
             if empty[position]
             else "smaller than a pixel"
             if small
-            else "covered by smaller nuclei"
+            else "covered by smaller (or equal, earlier) nuclei"
         )
         out.append(
             dict(
@@ -281,19 +280,27 @@ PART_PREFIX = "part-"
 
 
 def write_part(results: list[TileResult], parts: Path, key: str) -> tuple[Path, Path]:
-    """The rows of a batch of tiles as two files of the staging folder (schema-checked)."""
+    """The rows of a batch of tiles as two files of the staging folder, checked against the
+    schemas (plain writes: the staging folder as a whole is what is published atomically)."""
+    import pyarrow.parquet as pq
+
+    from histocurate.io.tables import to_arrow
+
     tiles = pd.DataFrame([r.row for r in results], columns=DATASET_TILES.column_names)
     frames = [r.nuclei for r in results if len(r.nuclei)]
-    nuclei = (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=DATASET_NUCLEI.column_names)
-    )
     tiles_path = parts / f"{PART_PREFIX}{key}.tiles.parquet"
     nuclei_path = parts / f"{PART_PREFIX}{key}.nuclei.parquet"
-    write_table(tiles, tiles_path, DATASET_TILES)
-    if nuclei.empty:
-        write_table(DATASET_NUCLEI.to_arrow().empty_table(), nuclei_path, DATASET_NUCLEI)
-    else:
-        write_table(nuclei[DATASET_NUCLEI.column_names], nuclei_path, DATASET_NUCLEI)
+    pq.write_table(
+        to_arrow(tiles, DATASET_TILES, origin=str(tiles_path)), tiles_path, compression="none"
+    )
+    nuclei = (
+        to_arrow(
+            pd.concat(frames, ignore_index=True)[DATASET_NUCLEI.column_names],
+            DATASET_NUCLEI,
+            origin=str(nuclei_path),
+        )
+        if frames
+        else DATASET_NUCLEI.to_arrow().empty_table()
+    )
+    pq.write_table(nuclei, nuclei_path)
     return tiles_path, nuclei_path
