@@ -6,7 +6,8 @@
   changes nothing).
 
 Each stage runs as its own subflow, so the Prefect UI shows one run per stage with its
-artifacts, exactly as when the stages are run one by one.
+artifacts, exactly as when the stages are run one by one; a stage that ends Failed stops
+the pipeline there.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prefect import flow
 from flows.annotation import export_flow, import_flow
 from flows.consensus import consensus_flow
 from flows.embed import embed_flow
+from flows.segment import segment_flow
 from flows.select import select_flow
 from flows.tile import tile_flow
 
@@ -34,13 +36,16 @@ def prepare_campaign_flow(
 ) -> dict[str, Any]:
     """Tile, embed and select tiles of ``indication``; export them when ``project`` is set."""
     overrides = overrides or {}
-    tiled = tile_flow(workspace, overrides)
-    embedded = embed_flow(workspace, encoder=encoder, overrides=overrides)
-    selected = select_flow(workspace, indication=indication, overrides=overrides)
-    exported = None
+    runs: dict[str, Any] = {
+        "tile": tile_flow(workspace, overrides),
+        "embed": embed_flow(workspace, encoder=encoder, overrides=overrides),
+        "select": select_flow(workspace, indication=indication, overrides=overrides),
+    }
     if project is not None:
-        exported = export_flow(workspace, project=project, annotators=annotators, k=k)
-    return {"tile": tiled, "embed": embedded, "select": selected, "export": exported}
+        runs["export"] = export_flow(
+            workspace, project=project, indication=indication, annotators=annotators, k=k
+        )
+    return runs
 
 
 @flow(name="refresh-annotations", log_prints=True)
@@ -48,6 +53,8 @@ def refresh_annotations_flow(
     workspace: str, project: str | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Import new clicks from Cytomine, segment them, and refresh the consensus."""
-    imported = import_flow(workspace, project=project)
-    consensus = consensus_flow(workspace, overrides, segment=True)
-    return {"import": imported, "consensus": consensus}
+    return {
+        "import": import_flow(workspace, project=project),
+        "segment": segment_flow(workspace, project=project, overrides=overrides),
+        "consensus": consensus_flow(workspace, project=project, overrides=overrides),
+    }

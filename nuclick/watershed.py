@@ -4,8 +4,10 @@ Haematoxylin from colour deconvolution (`skimage.color.rgb2hed`), smoothed; fore
 haematoxylin above a threshold (Otsu, on the image or, when a nucleus sits in pale
 surroundings, on a window around its click: whichever is lower); a compact watershed on
 the inverted haematoxylin grows every click's region, never beyond ``max_radius`` of its
-own click. A click on a pixel that is not foreground falls back to a small disc.
-Same output as NuClick (`SegmentationResult`), same overlap and double-click rules.
+own click. A click that is not on haematoxylin is an anucleate object (a red blood cell):
+it is grown the same way on the eosin density instead. A click on neither falls back to a
+small disc. Same output as NuClick (`SegmentationResult`), same overlap and double-click
+rules.
 """
 
 from __future__ import annotations
@@ -38,9 +40,51 @@ class WatershedOptions:
 
 def haematoxylin(image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     """Smoothed haematoxylin optical density (H, W) float32."""
+    return stain_densities(image, sigma)[0]
+
+
+def stain_densities(image: np.ndarray, sigma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed haematoxylin and eosin optical densities, each (H, W) float32."""
     hed = rgb2hed(image)
-    h = hed[..., 0].astype(np.float32)
-    return ndi.gaussian_filter(h, sigma) if sigma > 0 else h
+    h, e = hed[..., 0].astype(np.float32), hed[..., 1].astype(np.float32)
+    if sigma > 0:
+        h, e = ndi.gaussian_filter(h, sigma), ndi.gaussian_filter(e, sigma)
+    return h, e
+
+
+def _grow(
+    density: np.ndarray,
+    rc: np.ndarray,
+    clicks: np.ndarray,
+    within: np.ndarray,
+    opts: WatershedOptions,
+    *,
+    free: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Regions of ``clicks`` grown on ``density`` (local Otsu foreground, compact watershed
+    on the inverted density); returns (labels, clicks not on foreground)."""
+    shape = density.shape
+    global_t = _otsu(density)
+    foreground = np.zeros(shape, dtype=bool)
+    w = opts.window
+    for i in clicks:
+        r, c = rc[i]
+        sl = (slice(max(0, r - w), r + w + 1), slice(max(0, c - w), c + w + 1))
+        t = min(global_t, _otsu(density[sl]))
+        foreground[sl] |= (density[sl] > t) & within[sl]
+    if free is not None:
+        foreground &= free
+    foreground = ndi.binary_opening(foreground, iterations=1)
+    markers = np.zeros(shape, dtype=np.int32)
+    missed = []
+    for i in clicks:
+        r, c = rc[i]
+        if foreground[r, c]:
+            markers[r, c] = i + 1
+        else:
+            missed.append(i)
+    labels = watershed(-density, markers, mask=foreground, compactness=opts.compactness)
+    return labels, np.asarray(missed, dtype=np.int64)
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -62,32 +106,20 @@ def watershed_segment(
         return finalize(
             np.zeros(shape, np.int32), rc, fallback=np.zeros(0, bool), segmenter="watershed"
         )
-    h = haematoxylin(image, opts.sigma)
-    global_t = _otsu(h)
-    # Distance to the nearest click, and which click: no pixel may join a click farther
-    # than max_radius, and each pixel may only join its own region's click (checked below).
+    h, e = stain_densities(image, opts.sigma)
+    # Distance to the nearest click: no pixel may join a click farther than max_radius, and
+    # each pixel may only join its own region's click (checked below).
     seeds = np.zeros(shape, dtype=np.int32)
     reps = np.flatnonzero(same_as == np.arange(n))
     seeds[rc[reps, 0], rc[reps, 1]] = reps + 1
-    dist, (near_r, near_c) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+    dist = ndi.distance_transform_edt(seeds == 0)
     within = dist <= opts.max_radius
-    foreground = np.zeros(shape, dtype=bool)
-    w = opts.window
-    for i in reps:
-        r, c = rc[i]
-        sl = (slice(max(0, r - w), r + w + 1), slice(max(0, c - w), c + w + 1))
-        t = min(global_t, _otsu(h[sl]))
-        foreground[sl] |= (h[sl] > t) & within[sl]
-    foreground = ndi.binary_opening(foreground, iterations=1)
+    labels, off_nuclei = _grow(h, rc, reps, within, opts)
     fallback = np.zeros(n, dtype=bool)
-    markers = np.zeros(shape, dtype=np.int32)
-    for i in reps:
-        r, c = rc[i]
-        if foreground[r, c]:
-            markers[r, c] = i + 1
-        else:
-            fallback[i] = True
-    labels = watershed(-h, markers, mask=foreground, compactness=opts.compactness)
+    if off_nuclei.size:  # anucleate objects (red blood cells): their eosin, where still free
+        eosin, off_both = _grow(e, rc, off_nuclei, within, opts, free=labels == 0)
+        labels = np.where(labels > 0, labels, eosin)
+        fallback[off_both] = True
     # Keep each pixel only if it lies within max_radius of its own click.
     lab_idx = np.maximum(labels - 1, 0)
     far = np.hypot(
@@ -103,7 +135,6 @@ def watershed_segment(
             disc = disc_mask(shape, (int(r), int(c)), opts.fallback_radius)
             labels[disc & (labels == 0)] = i + 1
             labels[r, c] = i + 1
-    del near_r, near_c
     return finalize(labels, rc, fallback=fallback[same_as], same_as=same_as, segmenter="watershed")
 
 

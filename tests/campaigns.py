@@ -62,6 +62,11 @@ def write_points(root: Path, project: str, clicks: pd.DataFrame) -> pd.DataFrame
     if "label" not in points:
         points["label"] = "lymphocyte"
     points["term_ids"] = [[1]] * len(points)
+    points["image_id"] = 100
+    points["labelled_by"] = points["annotator"]
+    points["reviewed"] = False
+    points["assigned"] = True
+    points["shape"] = "point"
     points["updated_at"] = pd.Timestamp("2026-01-01", tz="UTC")
     points = points[POINTS.column_names]
     if ws.points.exists():

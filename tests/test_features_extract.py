@@ -100,7 +100,7 @@ def test_workers_equal_no_workers_and_files_roundtrip(tmp_path: Path) -> None:
         **kwargs,
     )
     b = embed_tile_table(tiles, encoder, tmp_path / "b", num_workers=2, **kwargs)
-    assert [(o.slide_id, o.status, o.tiles) for o in a] == [
+    assert [(o.item, o.status, o.count) for o in a] == [
         ("s2", "done", 0),  # no tiles: an empty file marks it done
         ("s1", "done", 5),
         ("s3", "done", 7),
@@ -123,19 +123,19 @@ def test_unreadable_tile_fails_its_slide_only_and_resume(tmp_path: Path) -> None
     tiles = make_tiles({"good": 3, "bad": 4, "later": 2}, corrupt="bad")
     encoder = get_encoder("builtin")
     out = tmp_path / "f"
-    first = {o.slide_id: o for o in embed_tile_table(tiles, encoder, out, reader=fake_read)}
+    first = {o.item: o for o in embed_tile_table(tiles, encoder, out, reader=fake_read)}
     assert first["good"].status == first["later"].status == "done"
     assert first["bad"].status == "failed"
     assert "bad_x448_y0_corrupt" in first["bad"].error and "JPEG decode" in first["bad"].error
     assert not (out / "bad.parquet").exists()
-    again = {o.slide_id: o.status for o in embed_tile_table(tiles, encoder, out, reader=fake_read)}
+    again = {o.item: o.status for o in embed_tile_table(tiles, encoder, out, reader=fake_read)}
     assert again == {"good": "skipped", "bad": "failed", "later": "skipped"}
 
 
 def test_nan_features_fail_the_slide_naming_the_tile(tmp_path: Path) -> None:
     tiles = make_tiles({"a": 2, "b": 3})
     outcomes = embed_tile_table(tiles, NaNEncoder(), tmp_path, batch_size=2, reader=fake_read)
-    status = {o.slide_id: o for o in outcomes}
+    status = {o.item: o for o in outcomes}
     assert status["a"].status == "done"
     assert status["b"].status == "failed" and "b_x0_y0" in status["b"].error
     assert "NaN" in status["b"].error

@@ -1,18 +1,9 @@
-"""`histocurate demo`: the whole pipeline on the built-in synthetic cohort.
-
-It runs the same commands a user types, in order, in one workspace, with a local
-Cytomine-compatible sandbox standing in for the real server and simulated pathologists
-standing in for people. Every step is a real stage; nothing is mocked. Re-running resumes:
-stages skip the work already done.
-"""
+"""`histocurate demo`: the whole pipeline on the built-in synthetic cohort (see
+`histocurate.demo.runner` for the steps)."""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -21,163 +12,6 @@ from rich.table import Table
 from rich.text import Text
 
 from histocurate.cli.base import PrefectOption, app, console
-from histocurate.errors import HistocurateError
-from histocurate.workspace import Workspace
-
-DEMO_PROJECT = "histocurate-demo"
-
-
-@dataclass(frozen=True, slots=True)
-class DemoOptions:
-    workspace: Path
-    indication: str
-    n_tiles: int
-    n_uncertain: int
-    annotators_per_tile: int
-    segmenter: str
-    checkpoint: Path | None
-    prefect: bool | None
-
-
-class StepFailed(HistocurateError):
-    """A command of the demo failed; it has printed why. Carries its exit code."""
-
-    def __init__(self, argv: tuple[str, ...], code: int) -> None:
-        super().__init__(f"`histocurate {' '.join(argv)}` failed (exit code {code})")
-        self.code = code
-
-
-def _cli(*argv: str) -> None:
-    """Run one histocurate command in-process; stop the demo if it fails."""
-    from histocurate.cli.app import main
-
-    console.rule(f"[bold]histocurate {' '.join(argv)}")
-    code = main(list(argv))
-    if code != 0:
-        raise StepFailed(argv, code)
-
-
-def _prefect_flag(options: DemoOptions) -> list[str]:
-    if options.prefect is None:
-        return []
-    return ["--prefect"] if options.prefect else ["--no-prefect"]
-
-
-def write_truth_tiles(workspace: Workspace) -> int:
-    """Map the synthetic truth into the tiles (the demo's reference); return the row count."""
-    from data_schema import TILES, TRUTH, TRUTH_TILES
-    from histocurate.io import read_table, write_table
-    from histocurate.synth import truth_in_tiles
-
-    tiles = read_table(workspace.tiles, TILES)
-    truth = truth_in_tiles(read_table(workspace.truth, TRUTH), tiles)
-    write_table(truth, workspace.truth_tiles, TRUTH_TILES)
-    return len(truth)
-
-
-@contextmanager
-def _cytomine_environment(keys: dict[str, str]) -> Iterator[None]:
-    """Give the sandbox admin's keys to the export/import commands, then take them back."""
-    saved = {name: os.environ.get(name) for name in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def selected_truth_path(workspace: Workspace) -> Path:
-    """The truth of the tiles selected by this run: what the simulated pathologists see."""
-    return workspace.synthetic / "truth_selected.parquet"
-
-
-def campaign_truth_path(workspace: Workspace) -> Path:
-    """The truth of every tile of the demo's Cytomine project: the reference the consensus
-    is judged by. A re-run whose selection changed adds tiles to the project, and the
-    consensus covers all of them, so this is the union over runs, not this selection."""
-    return workspace.synthetic / "truth_campaign.parquet"
-
-
-def _annotation_campaign(options: DemoOptions, ws: str, flag: list[str]) -> None:
-    """Export the selection to a sandbox Cytomine, annotate it, import the clicks."""
-    from data_schema import ASSIGNMENTS, SELECTION, TRUTH_TILES
-    from histocurate.cytomine.demo import annotate, running_sandbox
-    from histocurate.io import read_table, write_table
-
-    workspace = Workspace(options.workspace.resolve())
-    selected = set(read_table(workspace.selection, SELECTION)["tile_id"])
-    truth = read_table(workspace.truth_tiles, TRUTH_TILES)
-    truth = truth[truth["tile_id"].isin(selected)]
-    write_table(truth, selected_truth_path(workspace), TRUTH_TILES)
-    with running_sandbox(db_path=workspace.root / "cytomine-sandbox.db") as sandbox:
-        annotators = ",".join(sandbox.annotators)
-        with _cytomine_environment(sandbox.env()):
-            _cli("export", "-w", ws, "--project", DEMO_PROJECT, "--annotators", annotators,
-                 "--k", str(options.annotators_per_tile), *flag)  # fmt: skip
-            console.rule("[bold]simulated pathologists annotate on the sandbox")
-            result = annotate(sandbox, project=DEMO_PROJECT, truth=truth, seed=0)
-            console.print(f"{len(result.clicks)} clicks by {len(result.posted)} annotators")
-            _cli("import", "-w", ws, "--project", DEMO_PROJECT, *flag)
-    assigned = read_table(workspace.assignments, ASSIGNMENTS, columns=["project", "tile_id"])
-    campaign = set(assigned.loc[assigned["project"] == DEMO_PROJECT, "tile_id"])
-    everything = read_table(workspace.truth_tiles, TRUTH_TILES)
-    write_table(
-        everything[everything["tile_id"].isin(campaign)],
-        campaign_truth_path(workspace),
-        TRUTH_TILES,
-    )
-
-
-def _tile_px(workspace: Workspace) -> str:
-    """Side of the tiles as read (the evaluation rasterises polygons on that grid)."""
-    from data_schema import TILES
-    from histocurate.io import read_table
-
-    sizes = read_table(workspace.tiles, TILES, columns=["tile_px"])["tile_px"].unique()
-    if len(sizes) != 1:
-        raise HistocurateError(f"tiles of several sizes {sorted(sizes)}: evaluate them apart")
-    return str(int(sizes[0]))
-
-
-def demo_steps(options: DemoOptions) -> list[tuple[str, Callable[[], None]]]:
-    """The pipeline, step by step (name, action)."""
-    ws = str(options.workspace)
-    flag = _prefect_flag(options)
-    workspace = Workspace(options.workspace.resolve())
-    select = ["select", "-w", ws, "--indication", options.indication, "--n-tiles",
-              str(options.n_tiles), "--n-uncertain", str(options.n_uncertain),
-              "--labels", str(workspace.truth_tiles)]  # fmt: skip
-    segment = ["segment", "-w", ws, "--segmenter", options.segmenter]
-    if options.checkpoint is not None:
-        segment += ["--checkpoint", str(options.checkpoint)]
-    evaluate = ["evaluate", "-w", ws, "--truth", str(campaign_truth_path(workspace)),
-                "--pred", str(workspace.consensus), "--out", str(workspace.evaluation)]  # fmt: skip
-    return [
-        ("synth", lambda: _cli("synth", "-w", ws)),
-        ("tile", lambda: _cli("tile", "-w", ws, *flag)),
-        ("embed", lambda: _cli("embed", "-w", ws, "--encoder", "builtin", *flag)),
-        ("truth in tiles", lambda: console.print(f"{write_truth_tiles(workspace)} nuclei")),
-        ("select", lambda: _cli(*select, *flag)),
-        ("annotate", lambda: _annotation_campaign(options, ws, flag)),
-        ("segment", lambda: _cli(*segment, *flag)),
-        ("consensus", lambda: _cli("consensus", "-w", ws, *flag)),
-        ("evaluate", lambda: _cli(*evaluate, "--tile-size", _tile_px(workspace), *flag)),
-    ]
-
-
-def _check_segmenter(workspace: Path, segmenter: str, checkpoint: Path | None) -> None:
-    """Build the segmenter the segment step will use, so that an unknown name or missing or
-    bad NuClick weights are refused now, not after minutes of synth, tiling and annotation
-    (`UserInputError`, as the segment command would raise it)."""
-    from histocurate.config import load_config
-    from histocurate.segment.stage import segmenter_for
-
-    overrides = {"segment": {"checkpoint": str(checkpoint)}} if checkpoint else {}
-    segmenter_for(load_config(workspace, overrides), segmenter)
 
 
 @app.command()
@@ -203,6 +37,7 @@ def demo(
 ) -> None:
     """Run the whole pipeline on the built-in synthetic cohort, in WORKSPACE."""
     from histocurate.cli.app import main
+    from histocurate.demo.runner import DemoOptions, StepFailed, check_segmenter, demo_steps
 
     options = DemoOptions(
         workspace,
@@ -216,7 +51,7 @@ def demo(
     )
     if not (workspace / "histocurate.toml").exists() and main(["init", str(workspace)]) != 0:
         raise typer.Exit(1)
-    _check_segmenter(workspace, segmenter, checkpoint)
+    check_segmenter(workspace, segmenter, checkpoint)
     timings = []
     for name, action in demo_steps(options):
         start = time.perf_counter()
