@@ -27,16 +27,6 @@ import numpy as np
 IGNORE_TYPE = 255  # NT target of undetermined nuclei (excluded from the NT loss)
 
 
-def _centres(inst: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    flat = inst.ravel()
-    rows, cols = np.indices(inst.shape)
-    count = np.bincount(flat, minlength=n)
-    safe = np.maximum(count, 1)
-    row_c = np.bincount(flat, weights=rows.ravel(), minlength=n) / safe
-    col_c = np.bincount(flat, weights=cols.ravel(), minlength=n) / safe
-    return count, row_c, col_c
-
-
 def _normalise_sides(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Each instance's negative values divided by |their minimum|, positive values by their
     maximum (the two sides separately, as HoVer-Net)."""
@@ -63,21 +53,22 @@ def hv_maps(inst_map: np.ndarray) -> np.ndarray:
         raise ValueError(f"inst_map must be 2-D, got shape {inst.shape}")
     if inst.size and inst.min() < 0:
         raise ValueError("inst_map has negative ids")
-    inst = inst.astype(np.int64, copy=False)
     out = np.zeros((2, *inst.shape), dtype=np.float32)
-    fg = inst > 0
-    if not fg.any():
+    idx = np.flatnonzero(inst)
+    if not len(idx):
         return out
-    _, compact = np.unique(inst, return_inverse=True)  # ids -> 0..k (0 = background)
-    compact = compact.reshape(inst.shape)
-    n = int(compact.max()) + 1
-    _, row_c, col_c = _centres(compact, n)
-    labels = compact[fg]
-    rows, cols = np.nonzero(fg)
+    labels = inst.ravel()[idx].astype(np.int64)
+    if labels.max() > 4 * inst.size:  # sparse huge ids: compact them first
+        labels = np.unique(labels, return_inverse=True)[1] + 1
+    n = int(labels.max()) + 1
+    rows, cols = np.divmod(idx, inst.shape[1])
+    count = np.maximum(np.bincount(labels, minlength=n), 1)
+    row_c = np.bincount(labels, weights=rows, minlength=n) / count
+    col_c = np.bincount(labels, weights=cols, minlength=n) / count
     x = (cols + 1) - np.floor(col_c + 0.5)[labels]
     y = (rows + 1) - np.floor(row_c + 0.5)[labels]
-    out[0][fg] = _normalise_sides(x, labels, n)
-    out[1][fg] = _normalise_sides(y, labels, n)
+    out[0].ravel()[idx] = _normalise_sides(x, labels, n)
+    out[1].ravel()[idx] = _normalise_sides(y, labels, n)
     return out
 
 
