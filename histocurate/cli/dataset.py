@@ -245,5 +245,6 @@ def export_command(
             f"; {counts['left_out']} nuclei without a {fmt.value} class left out"
             if counts["left_out"]
             else ""
-        )
+        ),
+        soft_wrap=True,
     )
