@@ -136,3 +136,42 @@ def test_credentials_from_environment_and_repr_hides_keys():
         resolve_credentials(environ={"CYTOMINE_HOST": "h", "CYTOMINE_PUBLIC_KEY": "p"})
     with pytest.raises(CredentialsError, match="CYTOMINE_HOST"):
         resolve_credentials(environ={})
+
+
+def test_listings_need_a_project_or_image_and_terms_are_per_user(sandbox):
+    from histocurate.cytomine.client import connect as connect_admin
+    from histocurate.cytomine.projects import ensure_members, ensure_project, resolve_users
+
+    admin = SignedSession(sandbox.host, *sandbox.keys[sandbox.admin], policy=FAST)
+    with pytest.raises(CytomineCallError) as refused:
+        admin.request("GET", "/api/annotation.json", params={"user": 1})
+    assert refused.value.status == 400 and "a project, an image" in refused.value.detail
+    with connect_admin(sandbox.credentials(), FAST) as conn:
+        info, _ = ensure_project(conn, unique("terms"))
+        ensure_members(conn, info.id, list(resolve_users(conn, ["alice"]).values()))
+    db = sandbox.server.db
+    uid = next(u["id"] for u in db.list_users() if u["username"] == "alice")
+    made = db.add_upload(
+        filename="t.png",
+        size=1,
+        width=8,
+        height=8,
+        mpp=0.25,
+        storage_id=db.storages()[0]["id"],
+        user_id=uid,
+        projects=[info.id],
+    )
+    image = made["images"][0]["imageInstances"][0]["id"]
+    alice = SignedSession(sandbox.host, *sandbox.keys["alice"], policy=FAST)
+    lym, eos = info.term_by_label["lymphocyte"], info.term_by_label["eosinophil"]
+    body = {"location": "POINT (1 1)", "image": image, "term": [lym]}
+    aid = alice.request("POST", "/api/annotation.json", body=body)["annotation"]["id"]
+    admin.request("POST", f"/api/annotation/{aid}/term/{eos}.json", body={})
+    with pytest.raises(CytomineCallError) as not_mine:  # only the caller's own term goes
+        admin.request("DELETE", f"/api/annotation/{aid}/term/{lym}.json")
+    assert not_mine.value.status == 404
+    listed = admin.get("/api/annotation.json", image=image)["collection"]
+    assert set(listed[0]) >= {"id", "term", "userByTerm", "created", "user"}  # default groups
+    by_term = {e["term"]: e["user"] for e in listed[0]["userByTerm"]}
+    admin_id = next(u["id"] for u in db.list_users() if u["username"] == sandbox.admin)
+    assert by_term == {lym: [uid], eos: [admin_id]}

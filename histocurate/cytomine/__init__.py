@@ -1,8 +1,11 @@
-"""Cytomine: export a campaign, import the annotations, and a local compatible server.
+"""Cytomine: export a campaign, import its annotations, push the consensus back.
 
-Modules: `credentials` (keys from the environment or Prefect Secret blocks), `client`
-(adapter over cytomine-python-client 4.3), `api` (idempotent operations), `export`,
-`importer`, `rest` (raw signed requests, one session per user), `profiles` and
-`simulate` (simulated pathologists), `sandbox` (the local server), `demo` (a running
-sandbox with users, for demos and tests).
+Modules, from the wire up: `credentials` (keys from the environment or Prefect Secret
+blocks, never logged), `retry` (the one retry policy), `client` (adapter over
+cytomine-python-client 4.3) and `probe` (connecting, with one-line errors), `listing` (lists
+read whole), `projects`, `images` and `upload` (idempotent operations; uploads through
+PIMS), `rest` (raw signed sessions, one per user); the stages: `selected`, `frozen`,
+`assignments`, `export`; `fetch`, `convert`, `importer`; `push`; and `stage`, `push_stage`,
+`runs` (the stage contract and reports). The sandbox server and the simulated pathologists
+are demo code, in `histocurate.demo`.
 """

@@ -147,6 +147,13 @@ class _Exporter:
                 tile_id, self.options.annotators, self.options.k, self.options.seed
             )
         )
+        gone = [r for r in chosen if r not in self.options.annotators]
+        if gone:
+            raise UserInputError(
+                f"tile {tile_id} was assigned to {', '.join(gone)} by an earlier export of "
+                f"{self.options.project!r}, who {'is' if len(gone) == 1 else 'are'} not among "
+                "the annotators now: add them back to --annotators (an assignment is kept)"
+            )
         record = None
         if prev is not None and len(prev):
             first = prev.iloc[0]

@@ -26,7 +26,7 @@ from histocurate.cytomine.images import (
 )
 from histocurate.cytomine.projects import (
     ProjectInfo,
-    _project_info,
+    info_of,
     project_info,
     project_members,
     projects_named,
@@ -66,7 +66,7 @@ class Campaign:
 def campaign_projects(conn: Connection, name: str) -> list[ProjectInfo]:
     """The project ``name`` and its per-reader projects (main first)."""
     main = project_info(conn, name)
-    readers = [_project_info(conn, p) for p in projects_named(conn, name + READER_SEPARATOR)]
+    readers = [info_of(conn, p) for p in projects_named(conn, name + READER_SEPARATOR)]
     return [main, *readers]
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from data_schema.import_rejects import IMPORT_REJECTS
 from data_schema.points import POINTS
@@ -60,48 +62,40 @@ class ImportResult:
         return {c: int(self.counts[c].sum()) for c in COUNT_COLUMNS[1:]}
 
 
+_POINT_CONTENT = ["tile_id", "x", "y", "label", "term_ids", "updated_at", "labelled_by",
+                  "reviewed", "assigned", "shape"]  # fmt: skip
+_REJECT_CONTENT = ["reason", "location", "term_ids", "updated_at", "reviewed"]
+
+
+def _terms_text(values: pd.Series) -> pa.Array:
+    """Term id lists as text ("12,15"), vectorised."""
+    lists = pa.array(values.to_numpy(dtype=object), type=pa.list_(pa.int64()))
+    return pc.binary_join(pc.cast(lists, pa.list_(pa.string())), ",")
+
+
+def _content_hash(frame: pd.DataFrame, columns: list[str], kind: str) -> np.ndarray:
+    """A 64-bit digest per row of ``columns`` (exact float bits, list columns as text)."""
+    parts = {"kind": pd.Series(kind, index=frame.index)}
+    for col in columns:
+        values = frame[col]
+        if col == "term_ids":
+            parts[col] = pd.Series(_terms_text(values).to_pandas().to_numpy(), index=frame.index)
+        else:
+            parts[col] = values
+    table = pd.DataFrame(parts, index=frame.index)
+    return pd.util.hash_pandas_object(table, index=False).to_numpy()
+
+
 def _signatures(points: pd.DataFrame, rejects: pd.DataFrame) -> pd.DataFrame:
-    """One row per annotation id: author, tile and a string that changes with any content."""
-
-    def terms(values: pd.Series) -> list[str]:
-        return [str([int(t) for t in v]) for v in values]
-
-    p_sig = [
-        f"{t}|{float(x).hex()}|{float(y).hex()}|{lab}|{tm}|{u}|{by}|{rv}|{a}|{sh}"
-        for t, x, y, lab, tm, u, by, rv, a, sh in zip(
-            points["tile_id"],
-            points["x"],
-            points["y"],
-            points["label"],
-            terms(points["term_ids"]),
-            points["updated_at"].astype(str),
-            points["labelled_by"],
-            points["reviewed"],
-            points["assigned"],
-            points["shape"],
-            strict=True,
-        )
+    """One row per annotation id: author, tile, image and a digest of its whole content."""
+    keys = ["annotation_id", "annotator", "tile_id", "image_id"]
+    frames = [
+        points[keys].assign(sig=_content_hash(points, _POINT_CONTENT, "point")),
+        rejects[keys].assign(sig=_content_hash(rejects, _REJECT_CONTENT, "reject")),
     ]
-    r_sig = [
-        f"{why}|{loc}|{tm}|{u}|{rv}"
-        for why, loc, tm, u, rv in zip(
-            rejects["reason"],
-            rejects["location"],
-            terms(rejects["term_ids"]),
-            rejects["updated_at"].astype(str),
-            rejects["reviewed"],
-            strict=True,
-        )
-    ]
-    return pd.DataFrame(
-        {
-            "annotator": [*points["annotator"], *rejects["annotator"]],
-            "tile_id": [*points["tile_id"], *rejects["tile_id"]],
-            "image_id": [*points["image_id"], *rejects["image_id"]],
-            "sig": p_sig + r_sig,
-        },
-        index=pd.Index([*points["annotation_id"], *rejects["annotation_id"]], dtype="int64"),
-    ).fillna({"annotator": "(unknown)"})
+    both = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    both["annotator"] = both["annotator"].astype(object).fillna("(unknown)")
+    return both.set_index(pd.Index(both.pop("annotation_id").astype("int64")))
 
 
 def changes(

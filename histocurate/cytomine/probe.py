@@ -96,10 +96,20 @@ def wait_for_server(base_url: str, policy: RetryPolicy) -> str:
                     f"{base_url} answers /server/ping with HTTP {answer.status_code}: not a "
                     "Cytomine server at this address; check the host and port"
                 )
+        except requests.exceptions.SSLError as exc:
+            raise _unreachable(
+                f"Cytomine at {base_url}: the TLS handshake failed ({type(exc).__name__}): "
+                "check the certificate, or the scheme (http/https) of the host"
+            ) from None
         except requests.ConnectionError:
             why = "connection refused or reset"
         except requests.Timeout:
             why = "timed out"
+        except requests.RequestException as exc:  # not an address requests can use
+            raise _unreachable(
+                f"{base_url!r} is not a usable Cytomine address ({type(exc).__name__}): give "
+                "the host as https://cytomine.example.org (or http://host:port)"
+            ) from None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break

@@ -124,7 +124,7 @@ def _term_ids(conn: Connection, ontology_id: int, where: str) -> dict[str, int]:
     return {n: v[0] for n, v in ids.items()}
 
 
-def _project_info(conn: Connection, project: dict[str, Any]) -> ProjectInfo:
+def info_of(conn: Connection, project: dict[str, Any]) -> ProjectInfo:
     names = term_names()
     name = str(project["name"])
     if project.get("ontology") is None:
@@ -159,7 +159,7 @@ def project_info(conn: Connection, name: str) -> ProjectInfo:
             f"{conn.base_url}: check the name, run `histocurate export` first, or use the keys "
             "of a member of the project (a manager can add the user)"
         )
-    return _project_info(conn, project)
+    return info_of(conn, project)
 
 
 def ensure_ontology(conn: Connection, name: str) -> int:
@@ -237,10 +237,10 @@ def ensure_project(
     if project is None:
         oid = ensure_ontology(conn, f"histocurate cell types ({ontology_of or name})")
         project = _create_project(conn, name, oid)
-    info = _project_info(conn, project)  # checks the ontology before anything is changed
+    info = info_of(conn, project)  # checks the ontology before anything is changed
     if not created:
         project = ensure_settings(conn, project)
-        info = _project_info(conn, project)
+        info = info_of(conn, project)
     return info, created
 
 
