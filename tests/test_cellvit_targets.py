@@ -178,3 +178,16 @@ def test_total_is_the_weighted_sum_and_softmax_is_applied_once() -> None:
     onehot_np = torch.nn.functional.one_hot(kw["np_target"], 2).permute(0, 3, 1, 2).float()
     mean_true = float((out["np"].softmax(1) * onehot_np).sum(1).mean())
     assert float(res.terms["np_ft"]) == pytest.approx((1 - mean_true) ** (4 / 3), rel=1e-4)
+
+
+def test_batched_targets_feed_the_loss() -> None:
+    inst = random_instances(4, size=32, n=6)
+    tiles = [build_targets(inst, type_map_from_instances(inst, {i: 1 for i in range(300)}))] * 2
+    kw = L.batch_targets(tiles)
+    assert kw["np_target"].dtype == torch.long and tuple(kw["sets"].shape) == (2, 32, 32)
+    out = {"np": torch.zeros(2, 2, 32, 32), "hv": torch.zeros(2, 2, 32, 32),
+           "tp": torch.zeros(2, 3, 32, 32)}  # fmt: skip
+    res = L.CellViTLoss()(out, **kw)
+    # uniform NT logits: cross-entropy is log(3) on every pixel
+    assert float(res.terms["nt_ce"]) == pytest.approx(math.log(3), rel=1e-5)
+    assert float(res.terms["hv_mse"]) == pytest.approx(float((kw["hv_target"] ** 2).mean()))

@@ -17,12 +17,13 @@ swaps the axes (``msge_swapped_axes=True`` reproduces it). Everything runs in fl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 
-from histocurate.cellvit.targets import IGNORE_TYPE
+from histocurate.cellvit.targets import IGNORE_TYPE, Targets
 
 DICE_SMOOTH = 1e-3
 FT_SMOOTH = 1e-6
@@ -111,6 +112,31 @@ def label_set_nll(log_probs: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     masked = log_probs.masked_fill(~member, float("-inf"))
     out = -torch.logsumexp(masked, dim=1)
     return torch.where(bits > 0, out, torch.zeros_like(out))
+
+
+def batch_targets(
+    batch: Sequence[Targets], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Stack per-tile `Targets` into the keyword arguments of `CellViTLoss` (a collate
+    function for the loader, or called on the device side).
+
+    >>> import numpy as np
+    >>> from histocurate.cellvit.targets import build_targets
+    >>> t = build_targets(np.ones((4, 4), int), np.full((4, 4), 2))
+    >>> {k: tuple(v.shape) for k, v in batch_targets([t, t]).items()}["hv_target"]
+    (2, 2, 4, 4)
+    """
+
+    def stack(name: str, dtype: torch.dtype) -> torch.Tensor:
+        arrays = [torch.from_numpy(getattr(t, name)) for t in batch]
+        return torch.stack(arrays).to(device=device, dtype=dtype, non_blocking=True)
+
+    return {
+        "np_target": stack("np_target", torch.long),
+        "hv_target": stack("hv_target", torch.float32),
+        "nt_target": stack("nt_target", torch.long),
+        "sets": stack("sets", torch.int32),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
