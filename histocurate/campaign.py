@@ -135,8 +135,16 @@ class Campaign:
 
 def exported_tiles(assignments: pd.DataFrame) -> pd.DataFrame:
     """One row per exported tile of the assignments rows (indexed by tile_id)."""
-    columns = ["project", "tile_id", "slide_id", "indication", "tile_mpp", "tile_px",
-               "image_sha256", "tiles_token"]  # fmt: skip
+    columns = [
+        "project",
+        "tile_id",
+        "slide_id",
+        "indication",
+        "tile_mpp",
+        "tile_px",
+        "image_sha256",
+        "tiles_token",
+    ]
     tiles = assignments[columns].drop_duplicates("tile_id")
     return tiles.set_index("tile_id", drop=False).sort_index()
 
@@ -174,14 +182,11 @@ class AnnotatedTiles:
     def __contains__(self, tile_id: object) -> bool:
         return tile_id in self.tiles.index
 
-    def row(self, tile_id: str) -> pd.Series:
-        return self.tiles.loc[tile_id]
-
     def mpp(self, tile_id: str) -> float:
-        return float(self.tiles.at[tile_id, "tile_mpp"])  # type: ignore[arg-type]
+        return float(self.tiles["tile_mpp"].loc[tile_id])
 
     def side(self, tile_id: str) -> int:
-        return int(self.tiles.at[tile_id, "tile_px"])  # type: ignore[call-overload]
+        return int(self.tiles["tile_px"].loc[tile_id])
 
     def sha256(self, tile_id: str) -> str:
         return str(self.tiles.at[tile_id, "image_sha256"])

@@ -124,8 +124,11 @@ def _parse_mpp(value: object, where: str, problems: list[str]) -> float | None:
 def missing_slide_files(slides: pd.DataFrame, *, limit: int = 10) -> list[str]:
     """One line per slide of a ``slides`` table whose file does not exist (at most
     ``limit``, then a count): slides may be mounted later, so this is a warning."""
-    gone = [(s, p) for s, p in zip(slides["slide_id"], slides["path"], strict=True)
-            if not Path(p).exists()]  # fmt: skip
+    gone = [
+        (s, p)
+        for s, p in zip(slides["slide_id"], slides["path"], strict=True)
+        if not Path(p).exists()
+    ]
     lines = [f"slide {s}: {p} does not exist (yet?)" for s, p in gone[:limit]]
     if len(gone) > limit:
         lines.append(f"... and {len(gone) - limit} more slide file(s) missing")

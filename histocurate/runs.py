@@ -120,8 +120,9 @@ class ItemWork(Generic[T]):
         if isinstance(exc, ItemFailed):
             return exc.outcome
         if isinstance(exc, UserInputError):
-            return ItemOutcome(self.name_of(item), "failed", seconds=seconds, error=str(exc),
-                               input_error=True)  # fmt: skip
+            return ItemOutcome(
+                self.name_of(item), "failed", seconds=seconds, error=str(exc), input_error=True
+            )
         where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
         at = f" (at {Path(where[0].filename).name}:{where[0].lineno})" if where else ""
         return ItemOutcome(

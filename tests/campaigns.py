@@ -40,11 +40,21 @@ def export_tiles(
         _, sha = campaign.freeze_image(tile_id, rgb, mpp=mpp)
         for annotator in annotators:
             rows.append(
-                {"project": project, "project_id": 1, "tile_id": tile_id, "slide_id": slide_id,
-                 "indication": indication, "image_id": 100 + k, "annotator": annotator,
-                 "k": len(annotators), "tile_mpp": mpp, "tile_px": rgb.shape[0],
-                 "image_sha256": sha, "tiles_token": token}
-            )  # fmt: skip
+                {
+                    "project": project,
+                    "project_id": 1,
+                    "tile_id": tile_id,
+                    "slide_id": slide_id,
+                    "indication": indication,
+                    "image_id": 100 + k,
+                    "annotator": annotator,
+                    "k": len(annotators),
+                    "tile_mpp": mpp,
+                    "tile_px": rgb.shape[0],
+                    "image_sha256": sha,
+                    "tiles_token": token,
+                }
+            )
     frame = pd.DataFrame(rows, columns=ASSIGNMENTS.column_names)
     if ws.assignments.exists():
         old = read_table(ws.assignments, ASSIGNMENTS)
@@ -123,8 +133,9 @@ def write_masks(root: Path, project: str, masks: pd.DataFrame, *, segmenter: str
     for tile_id, group in rows.groupby("tile_id"):
         clicks = points[points["tile_id"] == tile_id]
         provenance = masks_provenance(annotated, str(tile_id), clicks, segmenter)
-        write_partition(group[MASKS.column_names], campaign.masks, str(tile_id), MASKS,
-                        provenance=provenance)  # fmt: skip
+        write_partition(
+            group[MASKS.column_names], campaign.masks, str(tile_id), MASKS, provenance=provenance
+        )
 
 
 def campaign_from_masks(
@@ -134,6 +145,5 @@ def campaign_from_masks(
     annotators who clicked each tile, the clicks, and the masks."""
     images = {str(t): np.full((side, side, 3), grey, np.uint8) for t in masks["tile_id"].unique()}
     export_tiles(root, project, images, annotators=sorted(masks["annotator"].unique()))
-    write_points(root, project, masks[["annotation_id", "tile_id", "annotator", "x", "y",
-                                       "label"]])  # fmt: skip
+    write_points(root, project, masks[["annotation_id", "tile_id", "annotator", "x", "y", "label"]])
     write_masks(root, project, masks)

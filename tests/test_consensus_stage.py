@@ -39,10 +39,17 @@ def _masks() -> pd.DataFrame:
         for k, (annotator, label) in enumerate(votes.items()):
             x, y = cx + k - 1, cy
             rows.append(
-                dict(annotation_id=len(rows) + 1, tile_id=tile, annotator=annotator, x=x, y=y,
-                     label=label, polygon=shapely.to_wkb(Point(x, y).buffer(9, 8)),
-                     segmenter="watershed")
-            )  # fmt: skip
+                dict(
+                    annotation_id=len(rows) + 1,
+                    tile_id=tile,
+                    annotator=annotator,
+                    x=x,
+                    y=y,
+                    label=label,
+                    polygon=shapely.to_wkb(Point(x, y).buffer(9, 8)),
+                    segmenter="watershed",
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -62,8 +69,9 @@ class CirclesSegmenter:
             polys = [Point(x, y).buffer(7, 8) for x, y in pts]
             n = len(pts)
             inst = np.zeros(image.shape[:2], np.int32)
-            out.append(SegmentationResult(inst, np.arange(1, n + 1), polys,
-                                          np.zeros(n, bool), "nuclick"))  # fmt: skip
+            out.append(
+                SegmentationResult(inst, np.arange(1, n + 1), polys, np.zeros(n, bool), "nuclick")
+            )
         return out
 
 
@@ -145,8 +153,9 @@ def test_without_resegmentation_the_best_member_mask_is_kept(tmp_path: Path) -> 
 
 
 def test_label_rule_dawid_skene_from_config(config) -> None:  # type: ignore[no-untyped-def]
-    ds = load_config(config.workspace, {"consensus": {"label_rule": "dawid-skene",
-                                                      "overlays": 0}}, environ={})  # fmt: skip
+    ds = load_config(
+        config.workspace, {"consensus": {"label_rule": "dawid-skene", "overlays": 0}}, environ={}
+    )
     run = run_consensus(ds)
     assert (run.nuclei["label_rule"] == "dawid-skene").all()
     assert run.nuclei["label"].equals(run.nuclei["label_dawid_skene"])
@@ -157,9 +166,17 @@ def test_kappas_on_known_values() -> None:
     assert cohen_kappa(["a", "b"], ["b", "a"]) == pytest.approx(-1.0)
     # Fleiss' worked example (Wikipedia): 10 items, 14 raters, 5 categories -> 0.210.
     table = [
-        [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-        [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
-    ]  # fmt: skip
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
     ratings = [[str(c) for c, n in enumerate(row) for _ in range(n)] for row in table]
     assert fleiss_kappa(ratings) == pytest.approx(0.210, abs=1e-3)
 
@@ -168,9 +185,15 @@ def test_agreement_lists_annotators_with_zero_clicks() -> None:
     masks = _masks()
     ann = masks.assign(status="kept")
     nuclei = pd.DataFrame(
-        dict(tile_id=["t1"], members=[[1, 2]], annotators=[["A", "B"]],
-             member_labels=[["lymphocyte", "lymphocyte"]], label=["lymphocyte"], mean_iou=[0.9])
-    )  # fmt: skip
+        dict(
+            tile_id=["t1"],
+            members=[[1, 2]],
+            annotators=[["A", "B"]],
+            member_labels=[["lymphocyte", "lymphocyte"]],
+            label=["lymphocyte"],
+            mean_iou=[0.9],
+        )
+    )
     expected = pd.DataFrame({"tile_id": ["t1", "t1"], "annotator": ["A", "D"]})
     report = agreement_report(ann, nuclei, expected=expected)
     per = report.per_annotator.set_index("annotator")
@@ -192,8 +215,9 @@ def test_shards_equal_one_run(config) -> None:  # type: ignore[no-untyped-def]
 def test_cli_consensus(config) -> None:  # type: ignore[no-untyped-def]
     from histocurate.cli.app import main
 
-    code = main(["consensus", "-w", str(config.workspace), "--label-rule", "dawid-skene",
-                 "--overlays", "0"])  # fmt: skip
+    code = main(
+        ["consensus", "-w", str(config.workspace), "--label-rule", "dawid-skene", "--overlays", "0"]
+    )
     assert code == 0
     table = read_table(Workspace.of(config).campaign(PROJECT).consensus, CONSENSUS)
     assert (table["label_rule"] == "dawid-skene").all()

@@ -49,8 +49,12 @@ def workspace(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     ws = Workspace(root)
     tile_ids = [f"s1_x{k * SIZE}_y0" for k in range(2)]
     write_partition(tiles_rows(slide, tile_ids, size=SIZE), ws.tiles, "s1", TILES)
-    export_tiles(root, PROJECT, {t: s.image for t, s in zip(tile_ids, samples, strict=True)},
-                 annotators=["alice", "bob"])  # fmt: skip
+    export_tiles(
+        root,
+        PROJECT,
+        {t: s.image for t, s in zip(tile_ids, samples, strict=True)},
+        annotators=["alice", "bob"],
+    )
     rows, next_id = [], 1
     for k, sample in enumerate(samples):
         for annotator, jitter in (("alice", 0.0), ("bob", 1.5)):
@@ -59,8 +63,11 @@ def workspace(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
                 rows.append((next_id, tile_ids[k], annotator, x + dx, y + dy))
                 next_id += 1
     rows.append((next_id, tile_ids[0], "bob", SIZE + 3.0, 10.0))  # outside its tile
-    write_points(root, PROJECT, pd.DataFrame(rows, columns=["annotation_id", "tile_id",
-                                                            "annotator", "x", "y"]))  # fmt: skip
+    write_points(
+        root,
+        PROJECT,
+        pd.DataFrame(rows, columns=["annotation_id", "tile_id", "annotator", "x", "y"]),
+    )
     return root, {t: s.inst_map for t, s in zip(tile_ids, samples, strict=True)}
 
 
@@ -125,8 +132,13 @@ def test_a_tile_in_two_campaigns_keeps_each_campaigns_masks(
     tile = next(iter(truth))
     pixels = decode_png(ws.campaign(PROJECT).image_path(tile).read_bytes())
     export_tiles(root, "p2", {tile: pixels}, annotators=["carol"])
-    click = {"annotation_id": [900], "tile_id": [tile], "annotator": ["carol"], "x": [20.0],
-             "y": [20.0]}  # fmt: skip
+    click = {
+        "annotation_id": [900],
+        "tile_id": [tile],
+        "annotator": ["carol"],
+        "x": [20.0],
+        "y": [20.0],
+    }
     write_points(root, "p2", pd.DataFrame(click))
     with pytest.raises(UserInputError, match="several campaigns"):
         run_segment(config)

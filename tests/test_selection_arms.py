@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from histocurate.seeding import int_seed, rng_for
 from histocurate.selection.diversity import diversity_pool, kmeans_labels
 from histocurate.selection.draw import uniform_draw, weighted_draw
-from histocurate.selection.seeds import int_seed, rng_for
 from histocurate.selection.uncertainty import (
     clipped_weights,
     ensemble_stats,

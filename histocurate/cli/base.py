@@ -197,6 +197,7 @@ def run_stage(
         from flows._stage import run_flow
 
         module, name = flow_name.split(":")
-        return run_flow(getattr(importlib.import_module(f"flows.{module}"), name), **parameters)  # type: ignore[no-any-return]
+        flow = getattr(importlib.import_module(f"flows.{module}"), name)
+        return run_flow(flow, **parameters)
     with RichProgress() as progress:
         return local(progress)

@@ -126,8 +126,7 @@ def build_consensus(
     cid = np.full(matching.n_groups, None, dtype=object)
     cid[group_ids] = nuclei["consensus_id"].to_numpy(dtype=object)
     member_of = np.where(has_group & (status == "kept"), cid[np.maximum(group, 0)], None)
-    dtype = "Int64" if ids.dtype == np.int64 else object
-    consensus_id = pd.array(member_of, dtype=dtype)
+    consensus_id = pd.Series(list(member_of), dtype="Int64" if ids.dtype == np.int64 else object)
     assignments = frame.assign(consensus_id=consensus_id, status=status)
 
     nuclei = nuclei.loc[keep].reset_index(drop=True)

@@ -98,8 +98,9 @@ def resegment(
     """
     geoms = nuclei["geometry"].to_numpy(dtype=object).copy()
     source = np.full(len(nuclei), "member", dtype=object)
-    seg_name = np.array([member_segmenter.get(m[0], "watershed") for m in nuclei["members"]],
-                        dtype=object)  # fmt: skip
+    seg_name = np.array(
+        [member_segmenter.get(m[0], "watershed") for m in nuclei["members"]], dtype=object
+    )
     missing: list[str] = []
     if segmenter is not None and len(nuclei):
         images, points, mpps, rows_of = [], [], [], []
@@ -145,9 +146,11 @@ def consensus_shard(
     )
     member_segmenter = pd.Series(masks["segmenter"].to_numpy(), index=masks["annotation_id"])
     nuclei, missing = resegment(
-        result.nuclei, annotated, segmenter if cfg.resegment else None,
+        result.nuclei,
+        annotated,
+        segmenter if cfg.resegment else None,
         member_segmenter=member_segmenter,
-    )  # fmt: skip
+    )
     nuclei["project"] = campaign.project
     fates = result.assignments.assign(project=campaign.project)
     folder = shards_root(campaign) / shard.key
@@ -157,9 +160,12 @@ def consensus_shard(
         shard.key,
         "done",
         count=len(nuclei),
-        extra={"tiles": len(shard.tile_ids), "annotations": len(masks),
-               "tiles_without_pixels": missing},
-    )  # fmt: skip
+        extra={
+            "tiles": len(shard.tile_ids),
+            "annotations": len(masks),
+            "tiles_without_pixels": missing,
+        },
+    )
 
 
 def read_shards(campaign: Campaign, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -168,15 +174,18 @@ def read_shards(campaign: Campaign, keys: list[str]) -> tuple[pd.DataFrame, pd.D
     nuclei = [read_table(root / k / "nuclei.parquet", CONSENSUS) for k in keys]
     fates = [read_table(root / k / "fates.parquet", CONSENSUS_FATES) for k in keys]
     all_nuclei = (
-        pd.concat(nuclei, ignore_index=True) if nuclei
+        pd.concat(nuclei, ignore_index=True)
+        if nuclei
         else CONSENSUS.to_arrow().empty_table().to_pandas()
-    )  # fmt: skip
+    )
     all_fates = (
-        pd.concat(fates, ignore_index=True) if fates
+        pd.concat(fates, ignore_index=True)
+        if fates
         else CONSENSUS_FATES.to_arrow().empty_table().to_pandas()
-    )  # fmt: skip
+    )
     for col in ("labels", "annotators", "members", "member_labels"):
         all_nuclei[col] = [list(v) for v in all_nuclei[col]]
-    all_nuclei["label"] = all_nuclei["label"].astype(object).where(all_nuclei["label"].notna(),
-                                                                   None)  # fmt: skip
+    all_nuclei["label"] = (
+        all_nuclei["label"].astype(object).where(all_nuclei["label"].notna(), None)
+    )
     return all_nuclei, all_fates

@@ -139,24 +139,35 @@ class ConsensusRun(StageRun):
         if self.up_to_date:
             return Report(
                 title=f"Consensus of {self.project}",
-                summary=[f"up to date: no new or changed masks since {self.table} was made; "
-                         "nothing written"],
-                warnings=warnings, outputs={"consensus": self.table},
-            )  # fmt: skip
+                summary=[
+                    f"up to date: no new or changed masks since {self.table} was made; "
+                    "nothing written"
+                ],
+                warnings=warnings,
+                outputs={"consensus": self.table},
+            )
         report = self.agreement
         tables = {}
         if report is not None:
-            tables = {"per_annotator": report.per_annotator, "pairwise": report.pairwise,
-                      "fleiss": report.fleiss, "dropped": report.dropped}  # fmt: skip
+            tables = {
+                "per_annotator": report.per_annotator,
+                "pairwise": report.pairwise,
+                "fleiss": report.fleiss,
+                "dropped": report.dropped,
+            }
         return Report(
             title=f"Consensus of {self.project}",
-            summary=[f"{len(self.nuclei)} nuclei ({self.resegmented} re-segmented) from "
-                     f"{len(self.done)} shard(s) in {self.seconds:.1f} s; {len(self.geojson)} "
-                     f"GeoJSON, {len(self.overlays)} overlays"],
+            summary=[
+                f"{len(self.nuclei)} nuclei ({self.resegmented} re-segmented) from "
+                f"{len(self.done)} shard(s) in {self.seconds:.1f} s; {len(self.geojson)} "
+                f"GeoJSON, {len(self.overlays)} overlays"
+            ],
             body=report.to_markdown() if report is not None else None,
-            tables=tables, warnings=warnings, images=list(self.overlays),
+            tables=tables,
+            warnings=warnings,
+            images=list(self.overlays),
             outputs={"consensus": self.table},
-        )  # fmt: skip
+        )
 
 
 def _expected(ws: Workspace, project: str) -> pd.DataFrame:
@@ -174,8 +185,9 @@ def merge(config: HistocurateConfig, plan: ConsensusPlan, keys: list[str]) -> Co
     table = labelled[CONSENSUS.column_names].reset_index(drop=True)
     per_tile = fates.groupby("tile_id")["annotator"].nunique()
     single = sorted(per_tile.index[per_tile.to_numpy() < 2].astype(str))
-    report = agreement_report(fates, table, expected=_expected(ws, campaign.project),
-                              single_annotator_tiles=single)  # fmt: skip
+    report = agreement_report(
+        fates, table, expected=_expected(ws, campaign.project), single_annotator_tiles=single
+    )
     if fit is not None:
         report.summary["Dawid-Skene iterations"] = fit.iterations
         agree = table["label_majority"].fillna("-") == table["label_dawid_skene"].fillna("-")
@@ -187,21 +199,32 @@ def merge(config: HistocurateConfig, plan: ConsensusPlan, keys: list[str]) -> Co
         atomic_write_text(folder / f"{name}.csv", getattr(report, name).to_csv(index=False))
     atomic_write_text(folder / "confusion.csv", report.confusion.to_csv())
     geojson = write_geojson(table, campaign.qupath) if cfg.geojson else []
-    overlays = write_overlays(table, fates, plan.annotated, folder / "overlays",
-                              limit=cfg.overlays) if cfg.overlays else []  # fmt: skip
+    overlays = (
+        write_overlays(table, fates, plan.annotated, folder / "overlays", limit=cfg.overlays)
+        if cfg.overlays
+        else []
+    )
     # the table last, with its provenance: a run interrupted before is redone in full
     from histocurate.io import write_table
 
     if table.empty:
-        write_table(CONSENSUS.to_arrow().empty_table(), campaign.consensus, CONSENSUS,
-                    provenance=plan.provenance)  # fmt: skip
+        write_table(
+            CONSENSUS.to_arrow().empty_table(),
+            campaign.consensus,
+            CONSENSUS,
+            provenance=plan.provenance,
+        )
     else:
         write_table(table, campaign.consensus, CONSENSUS, provenance=plan.provenance)
     return ConsensusRun(
-        project=campaign.project, table=campaign.consensus, nuclei=table, agreement=report,
-        geojson=geojson, overlays=overlays,
+        project=campaign.project,
+        table=campaign.consensus,
+        nuclei=table,
+        agreement=report,
+        geojson=geojson,
+        overlays=overlays,
         resegmented=int((table["polygon_source"] == "resegmented").sum()),
-    )  # fmt: skip
+    )
 
 
 def review_order(nuclei: pd.DataFrame, fates: pd.DataFrame) -> list[str]:
@@ -232,8 +255,9 @@ def write_overlays(
         except UserInputError:
             image = None
         part = by_tile.get(tile_id, nuclei.iloc[0:0])
-        picture = draw_overlay(image, part, size=annotated.side(tile_id),
-                               dropped=lost.loc[lost["tile_id"] == tile_id])  # fmt: skip
+        picture = draw_overlay(
+            image, part, size=annotated.side(tile_id), dropped=lost.loc[lost["tile_id"] == tile_id]
+        )
         paths.append(save_png(picture, folder / f"{tile_id}.png"))
     return paths
 
@@ -255,29 +279,43 @@ def run_consensus(
         campaign: Campaign = plan.annotated.campaign
         from histocurate.campaign import check_unchanged_slides
 
-        context = {
-            "rescanned_slides": check_unchanged_slides(ws.tiles, plan.annotated),
-            "legacy": [str(p) for p in legacy_tables(ws.root)],
-        }
+        rescanned = check_unchanged_slides(ws.tiles, plan.annotated)
+        legacy = [str(p) for p in legacy_tables(ws.root)]
         if plan.up_to_date:
             skipped = [ItemOutcome(s.key, "skipped") for s in plan.shards]
-            return ConsensusRun(skipped, project=name, table=campaign.consensus,
-                                up_to_date=True, **context)  # fmt: skip
+            return ConsensusRun(
+                skipped,
+                project=name,
+                table=campaign.consensus,
+                up_to_date=True,
+                rescanned_slides=rescanned,
+                legacy=legacy,
+            )
         clear_shards(campaign)
         segmenter = segmenter_for(config) if config.consensus.resegment else None
-        work = ItemWork(partial(consensus_shard, config=config, annotated=plan.annotated,
-                                segmenter=segmenter), shard_key, "consensus")  # fmt: skip
-        outcomes = run_items(work, plan.shards, mapper=mapper, progress=progress,
-                             description="consensus")  # fmt: skip
+        work = ItemWork(
+            partial(consensus_shard, config=config, annotated=plan.annotated, segmenter=segmenter),
+            shard_key,
+            "consensus",
+        )
+        outcomes = run_items(
+            work, plan.shards, mapper=mapper, progress=progress, description="consensus"
+        )
         if any(o.status == "failed" for o in outcomes):  # no half consensus: the old one stays
-            return ConsensusRun(outcomes, project=name, table=campaign.consensus, **context)
+            return ConsensusRun(
+                outcomes,
+                project=name,
+                table=campaign.consensus,
+                rescanned_slides=rescanned,
+                legacy=legacy,
+            )
         result = merge(config, plan, [o.item for o in outcomes])
         clear_shards(campaign)
         result.outcomes = outcomes
         result.tiles_without_pixels = sorted(
             {t for o in outcomes for t in o.extra.get("tiles_without_pixels", [])}
         )
-        result.rescanned_slides, result.legacy = context["rescanned_slides"], context["legacy"]
+        result.rescanned_slides, result.legacy = rescanned, legacy
         return result
 
     result, seconds = timed(run)

@@ -111,9 +111,20 @@ def _annotation_campaign(options: DemoOptions, ws: str, flag: list[str]) -> None
     with running_sandbox(db_path=workspace.root / "cytomine-sandbox.db") as sandbox:
         annotators = ",".join(sandbox.annotators)
         with _cytomine_environment(sandbox.env()):
-            _cli("export", "-w", ws, "--project", DEMO_PROJECT, "--indication",
-                 options.indication, "--annotators", annotators,
-                 "--k", str(options.annotators_per_tile), *flag)  # fmt: skip
+            _cli(
+                "export",
+                "-w",
+                ws,
+                "--project",
+                DEMO_PROJECT,
+                "--indication",
+                options.indication,
+                "--annotators",
+                annotators,
+                "--k",
+                str(options.annotators_per_tile),
+                *flag,
+            )
             console.rule("[bold]simulated pathologists annotate on the sandbox")
             result = annotate(sandbox, project=DEMO_PROJECT, truth=truth, seed=0)
             console.print(f"{len(result.clicks)} clicks by {len(result.posted)} annotators")
@@ -144,15 +155,33 @@ def demo_steps(options: DemoOptions) -> list[tuple[str, Callable[[], None]]]:
     ws = str(options.workspace)
     flag = _prefect_flag(options)
     workspace = Workspace(options.workspace.resolve())
-    select = ["select", "-w", ws, "--indication", options.indication, "--n-tiles",
-              str(options.n_tiles), "--n-uncertain", str(options.n_uncertain),
-              "--labels", str(workspace.truth_tiles)]  # fmt: skip
+    select = [
+        "select",
+        "-w",
+        ws,
+        "--indication",
+        options.indication,
+        "--n-tiles",
+        str(options.n_tiles),
+        "--n-uncertain",
+        str(options.n_uncertain),
+        "--labels",
+        str(workspace.truth_tiles),
+    ]
     segment = ["segment", "-w", ws, "--project", DEMO_PROJECT, "--segmenter", options.segmenter]
     if options.checkpoint is not None:
         segment += ["--checkpoint", str(options.checkpoint)]
-    evaluate = ["evaluate", "-w", ws, "--truth", str(campaign_truth_path(workspace)),
-                "--pred", str(workspace.campaign(DEMO_PROJECT).consensus),
-                "--out", str(workspace.evaluation)]  # fmt: skip
+    evaluate = [
+        "evaluate",
+        "-w",
+        ws,
+        "--truth",
+        str(campaign_truth_path(workspace)),
+        "--pred",
+        str(workspace.campaign(DEMO_PROJECT).consensus),
+        "--out",
+        str(workspace.evaluation),
+    ]
     return [
         ("synth", lambda: _cli("synth", "-w", ws)),
         ("tile", lambda: _cli("tile", "-w", ws, *flag)),

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+
+from histocurate.imaging import resize_rgb
 
 Preprocessor = Callable[[np.ndarray], torch.Tensor]
 
@@ -31,20 +32,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resize_tile(tile: np.ndarray, size: int) -> np.ndarray:
-    """Resize an RGB ``uint8`` tile to ``size`` x ``size`` (anti-aliased when shrinking).
-
-    Halving (448 px at 40x to 224 px) is the common case: an exact 2x2 mean (Pillow's
-    ``reduce``), about 0.5 ms, where a general resampler takes several.
-    """
-    if tile.ndim != 3 or tile.shape[2] != 3 or tile.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 tile (H, W, 3), got {tile.dtype} {tile.shape}")
-    height, width = tile.shape[:2]
-    if height == width == size:
-        return tile
-    image = Image.fromarray(np.ascontiguousarray(tile))
-    if height == width == 2 * size:
-        return np.asarray(image.reduce(2))
-    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
+    """Resize an RGB ``uint8`` tile to ``size`` x ``size`` (`histocurate.imaging`)."""
+    return resize_rgb(tile, (size, size))
 
 
 @dataclass(frozen=True, slots=True)

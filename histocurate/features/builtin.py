@@ -266,3 +266,8 @@ class BuiltinEncoder(Encoder):
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "dim": self.dim, "input_px": self.input_px, "version": VERSION}
+
+
+def build_builtin() -> BuiltinEncoder:
+    """The weight-free encoder (the registry's builder)."""
+    return BuiltinEncoder()

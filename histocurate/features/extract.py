@@ -174,8 +174,11 @@ def embed_tile_table(
             )
         except Exception as exc:  # non-finite features, disk full: this slide fails
             error = f"{type(exc).__name__}: {exc}"
-            report(ItemOutcome(state.slide_id, "failed", count=state.count, seconds=seconds,
-                               error=error))  # fmt: skip
+            report(
+                ItemOutcome(
+                    state.slide_id, "failed", count=state.count, seconds=seconds, error=error
+                )
+            )
             return
         report(ItemOutcome(state.slide_id, "done", count=state.count, seconds=seconds))
         state.values = np.zeros((0, encoder.dim), dtype=np.float32)  # free it

@@ -7,7 +7,9 @@ then reused (`cached_encoder`), so that per-slide tasks do not reload weights.
 
 from __future__ import annotations
 
+import importlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,29 +19,66 @@ if TYPE_CHECKING:
     from histocurate.config import FeaturesConfig
     from histocurate.features.base import Encoder
 
-ENCODER_NAMES: tuple[str, ...] = ("builtin", "phikon", "h0-mini", "timm:<model name>")
+
+@dataclass(frozen=True, slots=True)
+class EncoderSpec:
+    """One row of the registry: how an encoder is built and where its weights are set."""
+
+    name: str
+    builder: str  # "module:function" under histocurate.features, imported when built
+    weights_setting: str | None  # the [features] key naming its weights; None: no weights
+    description: str
+    options: tuple[str, ...] = ()  # other [features] keys passed to the builder
 
 
-def check_encoder_name(name: str) -> str:
-    """Return ``name`` if it names an encoder; `UserInputError` listing the choices if not."""
-    if name in ("builtin", "phikon", "h0-mini"):
-        return name
-    if name.startswith("timm:") and len(name) > len("timm:"):
-        return name
+ENCODERS: tuple[EncoderSpec, ...] = (
+    EncoderSpec(
+        "builtin",
+        "builtin:build_builtin",
+        None,
+        "stain, colour, texture and nuclear-density statistics (no weights)",
+    ),
+    EncoderSpec(
+        "phikon",
+        "phikon:build_phikon",
+        "phikon_weights",
+        "Phikon ViT-B/16 (iBOT), 768-d CLS: the paper's selection encoder",
+    ),
+    EncoderSpec(
+        "h0-mini",
+        "h0mini:build_h0mini",
+        "h0_mini_weights",
+        "H0-mini ViT-B/14 with 4 registers: the HistoPLUS backbone",
+        options=("h0_mini_pooling",),
+    ),
+    EncoderSpec(
+        "timm:<model name>",
+        "timm_encoder:build_timm",
+        "timm_weights",
+        "any timm ViT, weights from a local file",
+    ),
+)
+"""The encoder registry, one row per encoder (``timm:<model name>`` stands for them all)."""
+
+ENCODER_NAMES: tuple[str, ...] = tuple(spec.name for spec in ENCODERS)
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """The registry row of ``name``; `UserInputError` listing the choices if there is none."""
+    key = "timm:<model name>" if name.startswith("timm:") and len(name) > 5 else name
+    for spec in ENCODERS:
+        if spec.name == key:
+            return spec
     raise UserInputError(
         f"unknown encoder {name!r}; choose one of: {', '.join(ENCODER_NAMES)} "
         "(e.g. timm:vit_small_patch16_224)"
     )
 
 
-def _weights_setting(name: str, config: FeaturesConfig) -> Path | None:
-    if name == "phikon":
-        return config.phikon_weights
-    if name == "h0-mini":
-        return config.h0_mini_weights
-    if name.startswith("timm:"):
-        return config.timm_weights
-    return None
+def check_encoder_name(name: str) -> str:
+    """Return ``name`` if it names an encoder; `UserInputError` listing the choices if not."""
+    encoder_spec(name)
+    return name
 
 
 def get_encoder(
@@ -58,31 +97,24 @@ def get_encoder(
     """
     from histocurate.config import FeaturesConfig
 
-    check_encoder_name(name)
+    spec = encoder_spec(name)
     config = config or FeaturesConfig()  # type: ignore[call-arg]
-    if name == "builtin":
-        from histocurate.features.builtin import BuiltinEncoder
-
-        return BuiltinEncoder()
-    given = weights if weights is not None else _weights_setting(name, config)
-    common = {
-        "weights": given,
-        "hf_cache": config.hf_cache,
-        "device": device or config.device,
-        "precision": config.precision,
-        "random_weights": random_weights,
-    }
-    if name == "phikon":
-        from histocurate.features.phikon import build_phikon
-
-        return build_phikon(**common)  # type: ignore[arg-type]
-    if name == "h0-mini":
-        from histocurate.features.h0mini import build_h0mini
-
-        return build_h0mini(pooling=config.h0_mini_pooling, **common)  # type: ignore[arg-type]
-    from histocurate.features.timm_encoder import build_timm
-
-    return build_timm(name.removeprefix("timm:"), **common)  # type: ignore[arg-type]
+    module, function = spec.builder.split(":")
+    build = getattr(importlib.import_module(f"histocurate.features.{module}"), function)
+    if spec.weights_setting is None:
+        return build()
+    given = weights if weights is not None else getattr(config, spec.weights_setting)
+    options = {key.removeprefix("h0_mini_"): getattr(config, key) for key in spec.options}
+    args = [name.removeprefix("timm:")] if name.startswith("timm:") else []
+    return build(
+        *args,
+        weights=given,
+        hf_cache=config.hf_cache,
+        device=device or config.device,
+        precision=config.precision,
+        random_weights=random_weights,
+        **options,
+    )
 
 
 _cache: dict[tuple[object, ...], Encoder] = {}

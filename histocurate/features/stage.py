@@ -227,11 +227,16 @@ def run_embed(
         for slide_id in plan.stale:
             partition_path(plan.out_dir, slide_id).unlink(missing_ok=True)
         work = ItemWork(
-            partial(embed_item, config=config, encoder=model.name, num_workers=loader_workers,
-                    reader=reader),
+            partial(
+                embed_item,
+                config=config,
+                encoder=model.name,
+                num_workers=loader_workers,
+                reader=reader,
+            ),
             str,
             "embed",
-        )  # fmt: skip
+        )
         outcomes = run_items(
             work, plan.pending, mapper=mapper, progress=progress, description="embedding"
         )

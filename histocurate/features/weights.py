@@ -53,8 +53,9 @@ def repo_folder_name(repo_id: str) -> str:
 
 
 def snapshot_in(repo_dir: Path, required: Iterable[str] = ()) -> Path | None:
-    """The snapshot of a ``models--org--name`` folder: the one ``refs/main`` names, else the
-    newest that holds a weight file (and every ``required`` file)."""
+    """The snapshot of a ``models--org--name`` folder holding a weight file (and every
+    ``required`` file): the one ``refs/main`` names, as huggingface_hub's local-only cache
+    lookup finds it; else, for a cache copied without its refs, the newest usable one."""
     snapshots = repo_dir / "snapshots"
     if not snapshots.is_dir():
         return None
@@ -64,13 +65,17 @@ def snapshot_in(repo_dir: Path, required: Iterable[str] = ()) -> Path | None:
         has_weights = any((folder / f).is_file() for f in WEIGHT_FILES)
         return has_weights and all((folder / r).is_file() for r in required)
 
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        folder = snapshots / ref.read_text().strip()
-        if folder.is_dir() and usable(folder):
-            return folder
-    found = [p for p in snapshots.iterdir() if p.is_dir() and usable(p)]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    name = repo_dir.name.removeprefix("models--")
+    if "--" in name:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id = name.replace("--", "/", 1)
+        for weight in WEIGHT_FILES:
+            found = try_to_load_from_cache(repo_id, weight, cache_dir=repo_dir.parent)
+            if isinstance(found, str) and usable(Path(found).parent):
+                return Path(found).parent
+    candidates = [p for p in snapshots.iterdir() if p.is_dir() and usable(p)]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
 def weight_file_in(folder: Path) -> Path | None:

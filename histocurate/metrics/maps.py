@@ -100,11 +100,6 @@ def relabel_contiguous(array: NDArray[np.integer]) -> ContiguousMap:
     return ContiguousMap(labels=labels, ids=ids)
 
 
-def instance_areas(labels: NDArray[np.integer], n: int) -> NDArray[np.int64]:
-    """Pixel count of ids ``1..n`` of a contiguous map."""
-    return np.bincount(labels.ravel(), minlength=n + 1)[1 : n + 1].astype(np.int64)
-
-
 def instance_centroids(labels: NDArray[np.integer], n: int) -> NDArray[np.float64]:
     """Centroid ``(x, y)`` of ids ``1..n`` in pixel-centre coordinates (NaN when absent).
 

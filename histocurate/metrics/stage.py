@@ -55,8 +55,9 @@ def _evaluate(
     evaluation = evaluate_files(truth, predictions, options=options)
     if out is not None:
         write_evaluation(evaluation, out)
-    return ItemOutcome("evaluation", "done", count=evaluation.n_tiles,
-                       extra={"evaluation": evaluation})  # fmt: skip
+    return ItemOutcome(
+        "evaluation", "done", count=evaluation.n_tiles, extra={"evaluation": evaluation}
+    )
 
 
 def run_evaluate(
@@ -70,8 +71,9 @@ def run_evaluate(
     """Evaluate ``predictions`` against ``truth``; write the table to ``out`` if given."""
     target = check_output_path(out) if out is not None else None
     job = (str(truth), tuple(str(p) for p in predictions))
-    work = ItemWork(partial(_evaluate, options=options, out=target), lambda j: "evaluation",
-                    "evaluate")  # fmt: skip
+    work = ItemWork(
+        partial(_evaluate, options=options, out=target), lambda j: "evaluation", "evaluate"
+    )
 
     def run() -> list[ItemOutcome]:
         return list(mapper(work, [job]))

@@ -91,7 +91,7 @@ def _paint(
         owners = np.unique(spans.owner)
         paint(
             Spans(np.searchsorted(owners, spans.owner), spans.row, spans.start, spans.stop),
-            shape=buf.shape,  # type: ignore[arg-type]
+            shape=(int(buf.shape[0]), int(buf.shape[1])),
             values=local[owners],
             priority=priority[owners],
             out=buf,

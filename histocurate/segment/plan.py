@@ -50,8 +50,9 @@ def inside(points: pd.DataFrame, side: int) -> pd.Series:
     )
 
 
-def masks_provenance(annotated: AnnotatedTiles, tile_id: str, points: pd.DataFrame,
-                     segmenter: str) -> dict[str, str]:  # fmt: skip
+def masks_provenance(
+    annotated: AnnotatedTiles, tile_id: str, points: pd.DataFrame, segmenter: str
+) -> dict[str, str]:
     """What a tile's masks file is made from."""
     side = annotated.side(tile_id)
     return {
@@ -142,8 +143,9 @@ def plan_segment(
         for ids in (pending[i : i + size] for i in range(0, len(pending), size))
     ]
     rescanned = check_unchanged_slides(ws.tiles, annotated, [t for t in by_tile if t in annotated])
-    return SegmentPlan(campaign, annotated, seg_id, batches, skipped, stale, not_exported,
-                       rescanned, provenance)  # fmt: skip
+    return SegmentPlan(
+        campaign, annotated, seg_id, batches, skipped, stale, not_exported, rescanned, provenance
+    )
 
 
 def legacy_tables(root: Path) -> list[Path]:

@@ -15,9 +15,9 @@ from typing import Protocol
 
 import numpy as np
 import shapely
-from skimage.transform import resize
 
 from histocurate.errors import UserInputError
+from histocurate.imaging import resize_labels, resize_rgb
 from nuclick.errors import NuClickError
 from nuclick.postprocess import SegmentationResult
 from nuclick.predict import PredictOptions
@@ -119,9 +119,8 @@ def _scale_factor(image_mpp: float | None, segmenter_mpp: float) -> float:
 
 
 def _resized(image: np.ndarray, factor: float) -> np.ndarray:
-    shape = (round(image.shape[0] * factor), round(image.shape[1] * factor), 3)
-    out = resize(image, shape, order=1, preserve_range=True, anti_aliasing=factor < 1)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    shape = (round(image.shape[0] * factor), round(image.shape[1] * factor))
+    return resize_rgb(np.asarray(image, dtype=np.uint8), shape)
 
 
 def _scaled_back(
@@ -131,7 +130,7 @@ def _scaled_back(
         shapely.affinity.scale(p, 1 / factor, 1 / factor, origin=(0, 0)) if not p.is_empty else p
         for p in result.polygons
     ]
-    inst = resize(result.instance_map, shape, order=0, preserve_range=True, anti_aliasing=False)
+    inst = resize_labels(result.instance_map, shape)
     return replace(result, polygons=polygons, instance_map=inst.astype(np.int32))
 
 

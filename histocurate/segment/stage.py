@@ -58,9 +58,12 @@ def segmenter_for(config: HistocurateConfig, name: str | None = None) -> Segment
     section = config.segment
     checkpoint = config.resolve(section.checkpoint) if section.checkpoint else None
     return cached_segmenter(
-        name or section.segmenter, checkpoint, section.device, section.batch_size,
+        name or section.segmenter,
+        checkpoint,
+        section.device,
+        section.batch_size,
         section.threshold,
-    )  # fmt: skip
+    )
 
 
 @lru_cache(maxsize=4)
@@ -141,8 +144,9 @@ def segment_batch(
     overlays: list[str] = []
     for tile_id in batch.tile_ids:
         rows = _tile_rows(project, tile_id, result_of[tile_id])
-        write_partition(rows, plan.campaign.masks, tile_id, MASKS,
-                        provenance=plan.provenance[tile_id])  # fmt: skip
+        write_partition(
+            rows, plan.campaign.masks, tile_id, MASKS, provenance=plan.provenance[tile_id]
+        )
         masks += len(rows)
         if tile_id in batch.overlays and len(rows):
             out = plan.campaign.reports("segment") / "overlays" / f"{tile_id}.png"
@@ -151,9 +155,15 @@ def segment_batch(
         batch.name,
         "done",
         count=masks,
-        extra={"tiles": len(batch.tile_ids), "fallback": fallback, "merged": merged,
-               "outside": len(outside), "outside_ids": outside[:20], "overlays": overlays},
-    )  # fmt: skip
+        extra={
+            "tiles": len(batch.tile_ids),
+            "fallback": fallback,
+            "merged": merged,
+            "outside": len(outside),
+            "outside_ids": outside[:20],
+            "overlays": overlays,
+        },
+    )
 
 
 @dataclass
@@ -200,9 +210,13 @@ class SegmentRun(StageRun):
         warnings += [f"{p}: written by an earlier histocurate, not read" for p in self.legacy]
         table = self.outcome_table("masks").rename(columns={"item": "tiles"})
         table = table[table["status"] != "skipped"].reset_index(drop=True)  # counted above
-        return Report(title=f"Segmentation of {self.project} ({self.segmenter})",
-                      summary=summary, table=table, warnings=warnings,
-                      images=[Path(p) for p in self.overlays])  # fmt: skip
+        return Report(
+            title=f"Segmentation of {self.project} ({self.segmenter})",
+            summary=summary,
+            table=table,
+            warnings=warnings,
+            images=[Path(p) for p in self.overlays],
+        )
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -242,10 +256,19 @@ def run_segment(
             batch_name,
             "segment",
         )
-        outcomes = run_items(work, plan.batches, mapper=mapper, progress=progress,
-                             description=f"segmenting ({segmenter.name})")  # fmt: skip
-        done = [t for b, o in zip(plan.batches, outcomes, strict=True) if o.status == "done"
-                for t in b.tile_ids]  # fmt: skip
+        outcomes = run_items(
+            work,
+            plan.batches,
+            mapper=mapper,
+            progress=progress,
+            description=f"segmenting ({segmenter.name})",
+        )
+        done = [
+            t
+            for b, o in zip(plan.batches, outcomes, strict=True)
+            if o.status == "done"
+            for t in b.tile_ids
+        ]
         return SegmentRun(
             skipped(plan.skipped) + outcomes,
             project=name,

@@ -26,9 +26,9 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from histocurate.errors import UserInputError
+from histocurate.seeding import int_seed
 from histocurate.selection.presence import Candidate, PresenceMLP, sigmoid
 from histocurate.selection.scalers import GroupMoments, ScalerKind, ZScaler
-from histocurate.selection.seeds import int_seed
 
 
 @dataclass

@@ -23,8 +23,8 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
+from histocurate.seeding import int_seed, rng_for
 from histocurate.selection.scalers import safe_std
-from histocurate.selection.seeds import int_seed, rng_for
 
 
 @dataclass(frozen=True)

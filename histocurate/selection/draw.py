@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from histocurate.selection.seeds import rng_for
+from histocurate.seeding import rng_for
 
 
 def uniform_draw(pool: pd.DataFrame, n: int, *, seed: int, key: str) -> pd.DataFrame:

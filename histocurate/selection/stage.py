@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from histocurate.config import SelectionConfig
+from histocurate.seeding import int_seed
 from histocurate.selection.cv import (
     CVResult,
     FitParams,
@@ -33,7 +34,6 @@ from histocurate.selection.cv import (
 from histocurate.selection.diversity import ClusterPick, diversity_pool, standardise
 from histocurate.selection.presence import make_candidates, sigmoid
 from histocurate.selection.scalers import GroupMoments
-from histocurate.selection.seeds import int_seed
 from histocurate.selection.sources import FeatureSource
 from histocurate.selection.uncertainty import (
     ensemble_stats,

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from histocurate.seeding import int_seed
 from histocurate.selection.diversity import kmeans_labels
-from histocurate.selection.seeds import int_seed
 
 _EPS = 1e-7
 

@@ -105,14 +105,6 @@ def sample_points(field: F32, cell: float, x: NDArray[np.float64], y: NDArray[np
     return ndimage.map_coordinates(field, coords, order=1, mode="nearest").astype(np.float32)
 
 
-def periodic_block(texture: F32, y0: int, x0: int, h: int, w: int) -> F32:
-    """The block of a periodic texture laid over the whole slide (same value in any block)."""
-    size_y, size_x = texture.shape
-    rows = np.arange(y0, y0 + h) % size_y
-    cols = np.arange(x0, x0 + w) % size_x
-    return texture[np.ix_(rows, cols)]
-
-
 def smoothstep(x: NDArray[np.floating], lo: float, hi: float) -> NDArray[np.float32]:
     """0 below ``lo``, 1 above ``hi``, smooth in between."""
     t = np.asarray(x, dtype=np.float32) - np.float32(lo)

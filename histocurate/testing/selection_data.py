@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from histocurate.labels import RARE_LABELS
-from histocurate.selection.seeds import rng_for
+from histocurate.seeding import rng_for
 from histocurate.selection.sources import SlideFeatures, align
 
 
