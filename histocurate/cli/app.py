@@ -20,7 +20,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # order of the pipeline.
 COMMAND_MODULES = (
     "init", "synth", "tile", "embed", "select", "cytomine", "segment", "consensus",
-    "dataset", "evaluate", "demo",
+    "dataset", "train", "predict", "evaluate", "demo",
 )  # fmt: skip
 for _module in COMMAND_MODULES:
     importlib.import_module(f"histocurate.cli.{_module}")

@@ -30,10 +30,12 @@ from histocurate.config.cytomine import CytomineConfig
 from histocurate.config.dataset import DatasetConfig
 from histocurate.config.evaluate import EvaluateConfig
 from histocurate.config.features import FeaturesConfig
+from histocurate.config.predict import PredictConfig
 from histocurate.config.segment import SegmentConfig
 from histocurate.config.selection import ScalerName, SelectionArm, SelectionConfig
 from histocurate.config.synth import SynthConfig
 from histocurate.config.tiling import TilingConfig
+from histocurate.config.train import TrainConfig
 from histocurate.errors import WorkspaceError
 
 CONFIG_FILE = "histocurate.toml"
@@ -51,6 +53,7 @@ __all__ = [
     "EvaluateConfig",
     "FeaturesConfig",
     "HistocurateConfig",
+    "PredictConfig",
     "ScalerName",
     "Section",
     "SegmentConfig",
@@ -58,6 +61,7 @@ __all__ = [
     "SelectionConfig",
     "SynthConfig",
     "TilingConfig",
+    "TrainConfig",
     "config_from_environment",
     "load_config",
     "render_toml",
@@ -78,6 +82,8 @@ class HistocurateConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)  # type: ignore[arg-type]
     cytomine: CytomineConfig = Field(default_factory=CytomineConfig)  # type: ignore[arg-type]
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)  # type: ignore[arg-type]
+    train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[arg-type]
+    predict: PredictConfig = Field(default_factory=PredictConfig)  # type: ignore[arg-type]
 
     @field_validator("workspace")
     @classmethod

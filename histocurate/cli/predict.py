@@ -1,0 +1,1 @@
+"""`histocurate predict`: CellViT inference on dataset tiles and whole slides."""

@@ -1,0 +1,1 @@
+"""`histocurate train`: CellViT (HistoPLUS) training on a curated dataset."""
