@@ -5,7 +5,7 @@ rendered), cut into 448 px tiles at 0.25 um/px (`truth_in_tiles`). When that pac
 importable, ellipses on a jittered grid stand in (said in the output).
 
 Annotators: each tile goes to 3 of the 9 simulated pathologists of
-`histocurate.cytomine.profiles` (misses, click jitter, confusions, 'unknown', false clicks),
+`histocurate.demo.profiles` (misses, click jitter, confusions, 'unknown', false clicks),
 whose clicks come from `simulate_clicks`. Masks: a *simulated NuClick* (no trained model
 here): a click inside a true nucleus gets that nucleus' outline, slightly shifted and
 dilated or eroded (mean IoU to truth about 0.8); a click on no nucleus gets a 5 px disc.
@@ -31,8 +31,8 @@ from scipy.optimize import linear_sum_assignment
 
 from histocurate.consensus import build_consensus
 from histocurate.consensus.agreement import agreement_report
-from histocurate.cytomine.profiles import DEFAULT_PROFILES
-from histocurate.cytomine.simulate import simulate_clicks
+from histocurate.demo.profiles import DEFAULT_PROFILES
+from histocurate.demo.pathologists import simulate_clicks
 from histocurate.labels import LABELS
 
 TILE = 448

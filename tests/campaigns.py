@@ -29,8 +29,9 @@ def export_tiles(
     mpp: float = 0.25,
 ) -> pd.DataFrame:
     """Freeze ``images`` (tile id -> RGB) as exported to ``project`` and record the
-    assignments (every annotator on every tile). The tiles' slide may have a partition in
-    the tiles table: its token is recorded as export does."""
+    assignments (every annotator on every tile; rows of other tiles are kept, as a re-run of
+    export adds tiles). The tiles' slide may have a partition in the tiles table: its token
+    is recorded as export does."""
     ws = Workspace(root)
     campaign = ws.campaign(project)
     tiles_file = partition_path(ws.tiles, slide_id)
@@ -58,7 +59,8 @@ def export_tiles(
     frame = pd.DataFrame(rows, columns=ASSIGNMENTS.column_names)
     if ws.assignments.exists():
         old = read_table(ws.assignments, ASSIGNMENTS)
-        frame = pd.concat([old[old["project"] != project], frame], ignore_index=True)
+        same = (old["project"] == project) & old["tile_id"].isin(set(images))
+        frame = pd.concat([old[~same], frame], ignore_index=True)
     write_table(frame, ws.assignments, ASSIGNMENTS)
     return frame
 

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from histocurate.cli.base import (
     PrefectOption,
@@ -25,9 +23,9 @@ from histocurate.cli.base import (
     config_for,
     console,
     err_console,
+    finish_run,
     use_prefect,
 )
-from histocurate.runs import Report, StageRun, rounded
 
 HostOption = Annotated[
     str | None, typer.Option(help="Cytomine URL (default: CYTOMINE_HOST, then [cytomine] host).")
@@ -39,33 +37,6 @@ ProjectOption = Annotated[
 
 def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def print_report(report: Report, *, max_rows: int = 60) -> None:
-    """A run's report in the terminal: title, totals, tables, what needs a look."""
-    console.rule(f"[bold]{report.title}")
-    for line in report.summary:
-        console.print(Text(line))
-    frames = ([("", report.table)] if report.table is not None else []) + list(
-        report.tables.items()
-    )
-    for name, frame in frames:
-        if frame is None or frame.empty:
-            continue
-        table = Table(*map(str, frame.columns), title=name or None)
-        for row in frame.head(max_rows).itertuples(index=False):
-            table.add_row(*("" if (v := rounded(x)) is None else str(v) for x in row))
-        console.print(table)
-        if len(frame) > max_rows:
-            console.print(f"({len(frame) - max_rows} more rows)")
-    for warning in report.warnings:
-        err_console.print(Text("! ", style="bold yellow") + Text(warning), soft_wrap=True)
-
-
-def _finish(run: StageRun) -> None:
-    print_report(run.report())
-    if run.exit_code:
-        raise typer.Exit(run.exit_code)
 
 
 @app.command("export")
@@ -116,7 +87,7 @@ def export_command(
         from histocurate.cytomine.stage import run_export
 
         run = run_export(config, selection=selection, **options)
-    _finish(run)
+    finish_run(run)
 
 
 @app.command("import")
@@ -169,7 +140,7 @@ def import_command(
         from histocurate.cytomine.stage import run_import
 
         run = run_import(config, **options)
-    _finish(run)
+    finish_run(run)
 
 
 @app.command("push-consensus")
@@ -193,7 +164,7 @@ def push_consensus_command(
         from histocurate.cytomine.push_stage import run_push_consensus
 
         run = run_push_consensus(config, **options)
-    _finish(run)
+    finish_run(run)
 
 
 @app.command("sandbox-server")
