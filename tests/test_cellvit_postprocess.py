@@ -145,6 +145,22 @@ def test_filters_match_opencv_definitions() -> None:
     assert np.all(filters.minmax(np.full((3, 3), 2.0)) == 0)
 
 
+def test_opencv_path_equals_the_numpy_fallback() -> None:
+    assert filters.opencv() is not None  # albumentations brings it
+    rng = np.random.default_rng(1)
+    x = rng.random((50, 60)).astype(np.float32)
+    for ksize in (11, 21):
+        d, s = filters.sobel_kernels(ksize)
+        for fast, axis in ((filters.sobel_x(x, ksize), 1), (filters.sobel_y(x, ksize), 0)):
+            slow = filters.line_pass(filters.line_pass(x, d, axis), s, 1 - axis)
+            np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5 * np.abs(slow).max())
+    k = np.array([0.25, 0.5, 0.25])
+    blurred = ndi.correlate1d(ndi.correlate1d(x, k, 0, mode="mirror"), k, 1, mode="mirror")
+    np.testing.assert_allclose(filters.blur3(x), blurred, atol=1e-6)
+    m = rng.random((50, 60)) > 0.3
+    assert np.array_equal(filters.open_ellipse5(m), filters.open_ellipse5_numpy(m))
+
+
 def test_bad_maps_and_options() -> None:
     hv = np.zeros((2, 20, 20), np.float32)
     bad = np.zeros((20, 20), np.float32)

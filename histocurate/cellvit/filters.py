@@ -12,6 +12,9 @@ against OpenCV 4/5 when written: Sobel to 4e-16 relative, blur to 6e-8, opening 
   (outside the image counts as set for the erosion, unset for the dilation, as OpenCV);
 - `minmax`: ``cv2.normalize(..., 0, 1, NORM_MINMAX)`` (a constant map gives zeros).
 
+OpenCV itself is used when it is installed (it is: albumentations brings it) for float32
+maps; the numpy / scipy versions stay as the fallback and as its test oracle.
+
 >>> sobel_kernels(3)
 (array([-1.,  0.,  1.]), array([1., 2., 1.]))
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from functools import cache
 from math import comb
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -60,20 +64,40 @@ def line_pass(image: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
+@cache
+def opencv() -> Any:
+    """OpenCV when installed (it comes with albumentations), else None: the same filters,
+    SIMD-compiled (Sobel 21 about 8x faster than the numpy passes)."""
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - the pinned environment has it
+        return None
+    return cv2
+
+
 def sobel_x(image: np.ndarray, ksize: int) -> np.ndarray:
     """d/dx (along columns) of a 2-D map, in the input's float type."""
+    cv2 = opencv()
+    if cv2 is not None and image.dtype == np.float32:
+        return np.asarray(cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=ksize))
     deriv, smooth = sobel_kernels(ksize)
     return line_pass(line_pass(image, deriv, 1), smooth, 0)
 
 
 def sobel_y(image: np.ndarray, ksize: int) -> np.ndarray:
     """d/dy (along rows) of a 2-D map, in the input's float type."""
+    cv2 = opencv()
+    if cv2 is not None and image.dtype == np.float32:
+        return np.asarray(cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=ksize))
     deriv, smooth = sobel_kernels(ksize)
     return line_pass(line_pass(image, deriv, 0), smooth, 1)
 
 
 def blur3(image: np.ndarray) -> np.ndarray:
     """3x3 Gaussian blur with OpenCV's sigma-0 kernel [1, 2, 1] / 4."""
+    cv2 = opencv()
+    if cv2 is not None and image.dtype == np.float32:
+        return np.asarray(cv2.GaussianBlur(np.ascontiguousarray(image), (3, 3), 0))
     kernel = np.array([0.25, 0.5, 0.25], dtype=image.dtype)
     out = ndi.correlate1d(image, kernel, axis=0, mode="mirror")
     return ndi.correlate1d(out, kernel, axis=1, mode="mirror")
@@ -94,6 +118,15 @@ def open_ellipse5(mask: np.ndarray) -> np.ndarray:
     >>> int(open_ellipse5(m).sum())  # the lone pixel and the block's corners go
     17
     """
+    cv2 = opencv()
+    if cv2 is not None:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        return np.asarray(cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)) > 0
+    return open_ellipse5_numpy(mask)
+
+
+def open_ellipse5_numpy(mask: np.ndarray) -> np.ndarray:
+    """`open_ellipse5` without OpenCV."""
     m = np.asarray(mask, dtype=bool)
     eroded = _run(_run(m, 5, 1, erode=True), 3, 0, erode=True) & _run(m, 5, 0, erode=True)
     return _run(_run(eroded, 5, 1, erode=False), 3, 0, erode=False) | _run(
@@ -123,11 +156,52 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.binary_fill_holes`` (4-connected background), by labelling the
     background once instead of iterated dilations."""
     m = np.asarray(mask, dtype=bool)
-    background, n = ndi.label(~m)
+    cv2 = opencv()
+    if cv2 is not None:
+        n, background = cv2.connectedComponents((~m).view(np.uint8), connectivity=4)
+        n -= 1
+    else:
+        background, n = ndi.label(~m)
     edges = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
     on_border = np.zeros(n + 1, dtype=bool)
     on_border[edges] = True
     return m | ((background > 0) & ~on_border[background])
+
+
+def label4(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """4-connected components of a mask: (int32 labels, sizes (n + 1,), boxes (n + 1, 4) as
+    row0, col0, row1, col1) in one pass (OpenCV), or with scipy.
+
+    >>> labels, sizes, boxes = label4(np.array([[1, 0, 1], [1, 0, 0]], bool))
+    >>> labels.tolist(), sizes.tolist(), boxes[1].tolist()
+    ([[1, 0, 2], [1, 0, 0]], [3, 2, 1], [0, 0, 2, 1])
+    """
+    m = np.asarray(mask, dtype=bool)
+    cv2 = opencv()
+    if cv2 is not None:
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(
+            m.view(np.uint8), connectivity=4, ltype=cv2.CV_32S
+        )
+        x, y, w, h, area = (stats[:, k] for k in range(5))
+        boxes = np.stack([y, x, y + h, x + w], axis=1).astype(np.int64)
+        return labels, area.astype(np.int64), boxes
+    labels, n = ndi.label(m)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    boxes = np.zeros((n + 1, 4), dtype=np.int64)
+    found = ndi.find_objects(labels)
+    if found:
+        boxes[1:] = [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in found]
+    return labels.astype(np.int32), sizes, boxes
+
+
+def drop_small(labels: np.ndarray, sizes: np.ndarray, min_size: int) -> np.ndarray:
+    """Labels whose size is under ``min_size`` set to 0 (sizes from `label4`)."""
+    small = sizes < min_size
+    small[0] = False
+    if not small.any():
+        return labels
+    keep = (~small).astype(labels.dtype)
+    return labels * keep[labels]
 
 
 def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:

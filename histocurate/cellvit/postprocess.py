@@ -12,9 +12,11 @@ The algorithm (HoVer-Net, as CellViT and HistoPLUS run it):
    ignored (a nucleus with only background votes keeps type 0, as HoVer-Net and CellViT;
    HistoPLUS drops it: ``drop_untyped``); confidence = the winning votes / the pixels.
 
-Made fast without changing the result: the filters are scipy equivalents of OpenCV's
+Made fast without changing the result: OpenCV's filters and connected components where
+OpenCV is installed (albumentations brings it), their scipy / numpy equivalents otherwise
 (`histocurate.cellvit.filters`); a blob holding one marker is that marker's nucleus (the
-watershed would flood it whole), so the watershed runs only on blobs with several; the
+watershed would flood it whole), so the watershed runs only on blobs with several, packed
+into one small mosaic; the
 per-nucleus values are bincounts over the labels and the outlines come from
 `histocurate.cellvit.outline` (all at once). Coordinates: x right, y down, pixel (r, c)
 centred at (c + 0.5, r + 0.5), the project's convention (polygons as
@@ -45,10 +47,12 @@ from skimage.segmentation import watershed
 
 from histocurate.cellvit.filters import (
     blur3,
+    drop_small,
     fill_holes,
+    label4,
     minmax,
     open_ellipse5,
-    remove_small,
+    opencv,
     sobel_x,
     sobel_y,
 )
@@ -93,8 +97,8 @@ def _check(np_prob: np.ndarray, hv: np.ndarray, tp_prob: np.ndarray | None) -> N
 
 def instance_map(np_prob: np.ndarray, hv: np.ndarray, options: HoverOptions) -> np.ndarray:
     """Steps 1-4: the int32 instance map, ids 1..n contiguous."""
-    blobs, _ = ndi.label(np_prob >= options.np_threshold)
-    blobs = remove_small(blobs, options.min_size)
+    blobs, blob_sizes, blob_boxes = label4(np_prob >= options.np_threshold)
+    blobs = drop_small(blobs, blob_sizes, options.min_size)
     nuclei = blobs > 0
     k = options.sobel_ksize
     # HoVer-Net min-max scales the HV maps first: Sobel is linear and its kernels sum to 0,
@@ -105,8 +109,8 @@ def instance_map(np_prob: np.ndarray, hv: np.ndarray, options: HoverOptions) -> 
     energy[~nuclei] = 0.0
     markers = nuclei & (energy < options.marker_threshold)
     markers = open_ellipse5(fill_holes(markers))
-    seeds, _ = ndi.label(markers)
-    seeds = remove_small(seeds, options.marker_min_size)
+    seeds, seed_sizes, _ = label4(markers)
+    seeds = drop_small(seeds, seed_sizes, options.marker_min_size)
     n_seeds = int(seeds.max())
     if n_seeds == 0:
         return np.zeros(np_prob.shape, dtype=np.int32)
@@ -125,23 +129,55 @@ def instance_map(np_prob: np.ndarray, hv: np.ndarray, options: HoverOptions) -> 
     single = np.zeros(len(per_blob), dtype=np.int32)
     single[blob_of_seed[ids[lone]]] = compact[ids[lone]]
     out = single[blobs]
-    crowded = per_blob > 1
-    if crowded.any():
-        region = crowded[blobs]
-        rows = np.flatnonzero(region.any(axis=1))
-        cols = np.flatnonzero(region.any(axis=0))
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        # the blur reads one pixel around: compute it on the box grown by one (exact)
-        g0, g1 = max(r0 - 1, 0), min(r1 + 1, out.shape[0])
-        h0, h1 = max(c0 - 1, 0), min(c1 + 1, out.shape[1])
-        grown = (slice(g0, g1), slice(h0, h1))
-        dist = -blur3((1.0 - energy[grown]) * nuclei[grown])[r0 - g0 : r1 - g0, c0 - h0 : c1 - h0]
-        box = slice(r0, r1), slice(c0, c1)
-        inside = region[box]
-        markers_box = np.where(inside, compact[seeds[box]], 0)
-        flood = watershed(dist, markers_box, mask=inside)
-        out[box] = np.where(inside, flood, out[box])
+    crowded = np.flatnonzero(per_blob > 1)
+    if len(crowded):
+        dist = -blur3((1.0 - energy) * nuclei)
+        _flood_crowded(out, blobs, compact[seeds], dist, crowded, blob_boxes)
     return out.astype(np.int32, copy=False)
+
+
+def _flood_crowded(
+    out: np.ndarray,
+    blobs: np.ndarray,
+    seeds: np.ndarray,
+    dist: np.ndarray,
+    ids: np.ndarray,
+    boxes: np.ndarray,
+) -> None:
+    """Watershed of the blobs ``ids`` (several seeds each), written into ``out``.
+
+    Their bounding boxes are packed into one small mosaic (rows of boxes, one empty pixel
+    between them) and flooded in one call: each blob floods alone either way, so the
+    result is the whole-tile watershed's, at the cost of the blobs' area only.
+    """
+    boxes = ndi.find_objects(blobs)
+    items = sorted(
+        ((boxes[i - 1], int(i)) for i in ids), key=lambda t: t[0][0].start - t[0][0].stop
+    )
+    width = max(out.shape[1], max(s[1].stop - s[1].start for s, _ in items)) + 1
+    places, x, y, shelf = [], 0, 0, 0
+    for box, _ in items:
+        h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
+        if x + w > width:
+            x, y, shelf = 0, y + shelf + 1, 0
+        places.append((y, x))
+        x, shelf = x + w + 1, max(shelf, h)
+    height = y + shelf
+    m_dist = np.zeros((height, width), dtype=dist.dtype)
+    m_seed = np.zeros((height, width), dtype=seeds.dtype)
+    m_mask = np.zeros((height, width), dtype=bool)
+    for (box, blob), (py, px) in zip(items, places, strict=True):
+        h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
+        spot = slice(py, py + h), slice(px, px + w)
+        mine = blobs[box] == blob
+        m_mask[spot] = mine
+        m_dist[spot] = dist[box]
+        m_seed[spot] = np.where(mine, seeds[box], 0)
+    flood = watershed(m_dist, m_seed, mask=m_mask)
+    for (box, _), (py, px) in zip(items, places, strict=True):
+        h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
+        spot = slice(py, py + h), slice(px, px + w)
+        out[box] = np.where(m_mask[spot], flood[spot], out[box])
 
 
 def _bboxes(inst: np.ndarray, n: int) -> np.ndarray:
@@ -232,6 +268,9 @@ def instances_from_maps(
 def _single_thread() -> None:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
+    cv2 = opencv()
+    if cv2 is not None:
+        cv2.setNumThreads(1)  # one worker, one core
 
 
 def _run(args: tuple[Any, ...]) -> tuple[np.ndarray, pd.DataFrame]:
