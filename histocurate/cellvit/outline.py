@@ -69,12 +69,13 @@ def _coords(vertex: np.ndarray, wp: int, nh: int) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
-def _jump_min(succ: np.ndarray) -> np.ndarray:
-    """The smallest segment index of each cycle of the permutation ``succ``."""
+def _jump_min(succ: np.ndarray, longest: int) -> np.ndarray:
+    """The smallest segment index of each cycle of the permutation ``succ`` (no cycle
+    longer than ``longest``)."""
     rep = np.arange(len(succ))
     step = succ.copy()
     reach = 1  # rep[i] is the minimum over the next `reach` segments from i
-    while reach < len(succ):
+    while reach < longest:
         rep = np.minimum(rep, rep[step])
         step = step[step]
         reach *= 2
@@ -134,12 +135,12 @@ def instance_polygons(labels: np.ndarray) -> list[shapely.Polygon | None]:
     key_start = 2 * start + _side(start, seg_label, flat, wp, nh)
     key_end = 2 * end + _side(end, seg_label, flat, wp, nh)
     n = len(start)
-    table = np.full(4 * nh, -1, dtype=np.int32)
+    table = np.empty(4 * nh, dtype=np.int32)  # only written keys are read (checked below)
     table[key_start] = np.arange(n)
-    succ = table[key_end]
-    if np.any(succ < 0) or not np.array_equal(key_start[succ], key_end):
+    succ = np.clip(table[key_end], 0, n - 1)
+    if not np.array_equal(key_start[succ], key_end):
         raise AssertionError("outline segments do not close into rings")
-    rep = _jump_min(succ)
+    rep = _jump_min(succ, int(np.bincount(seg_label).max()))
     xy0, xy1 = _coords(start, wp, nh), _coords(end, wp, nh)
     cross = xy0[:, 0] * xy1[:, 1] - xy1[:, 0] * xy0[:, 1]
     is_rep = rep == np.arange(n)
