@@ -159,6 +159,11 @@ def test_opencv_path_equals_the_numpy_fallback() -> None:
     np.testing.assert_allclose(filters.blur3(x), blurred, atol=1e-6)
     m = rng.random((50, 60)) > 0.3
     assert np.array_equal(filters.open_ellipse5(m), filters.open_ellipse5_numpy(m))
+    labels, sizes, boxes = filters.label4(m)
+    plain, n = ndi.label(m)
+    assert np.array_equal(labels, plain) and np.array_equal(sizes, np.bincount(plain.ravel()))
+    want = [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in ndi.find_objects(plain)]
+    assert boxes[1:].tolist() == [list(b) for b in want] and len(boxes) == n + 1
 
 
 def test_bad_maps_and_options() -> None:

@@ -168,9 +168,9 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return m | ((background > 0) & ~on_border[background])
 
 
-def label4(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def label4(mask: np.ndarray, *, boxes: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """4-connected components of a mask: (int32 labels, sizes (n + 1,), boxes (n + 1, 4) as
-    row0, col0, row1, col1) in one pass (OpenCV), or with scipy.
+    row0, col0, row1, col1; empty when ``boxes`` is False) by OpenCV, or with scipy.
 
     >>> labels, sizes, boxes = label4(np.array([[1, 0, 1], [1, 0, 0]], bool))
     >>> labels.tolist(), sizes.tolist(), boxes[1].tolist()
@@ -178,20 +178,22 @@ def label4(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     m = np.asarray(mask, dtype=bool)
     cv2 = opencv()
+    if cv2 is not None and not boxes:  # the plain call is about twice as fast
+        _, labels = cv2.connectedComponents(m.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+        return labels, np.bincount(labels.ravel()), np.zeros((0, 4), dtype=np.int64)
     if cv2 is not None:
         _, labels, stats, _ = cv2.connectedComponentsWithStats(
             m.view(np.uint8), connectivity=4, ltype=cv2.CV_32S
         )
         x, y, w, h, area = (stats[:, k] for k in range(5))
-        boxes = np.stack([y, x, y + h, x + w], axis=1).astype(np.int64)
-        return labels, area.astype(np.int64), boxes
+        return labels, area.astype(np.int64), np.stack([y, x, y + h, x + w], 1).astype(np.int64)
     labels, n = ndi.label(m)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    boxes = np.zeros((n + 1, 4), dtype=np.int64)
-    found = ndi.find_objects(labels)
+    found = ndi.find_objects(labels) if boxes else []
+    table = np.zeros((n + 1 if boxes else 0, 4), dtype=np.int64)
     if found:
-        boxes[1:] = [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in found]
-    return labels.astype(np.int32), sizes, boxes
+        table[1:] = [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in found]
+    return labels.astype(np.int32), sizes, table
 
 
 def drop_small(labels: np.ndarray, sizes: np.ndarray, min_size: int) -> np.ndarray:

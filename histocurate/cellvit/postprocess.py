@@ -109,7 +109,7 @@ def instance_map(np_prob: np.ndarray, hv: np.ndarray, options: HoverOptions) -> 
     energy[~nuclei] = 0.0
     markers = nuclei & (energy < options.marker_threshold)
     markers = open_ellipse5(fill_holes(markers))
-    seeds, seed_sizes, _ = label4(markers)
+    seeds, seed_sizes, _ = label4(markers, boxes=False)
     seeds = drop_small(seeds, seed_sizes, options.marker_min_size)
     n_seeds = int(seeds.max())
     if n_seeds == 0:
