@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from histocurate.cellvit import filters
-from histocurate.cellvit.outline import instance_polygons
+from histocurate.cellvit.outline import instance_polygons, instance_wkb
 from histocurate.cellvit.postprocess import HoverOptions, PostprocessPool, instances_from_maps
 from histocurate.cellvit.targets import hv_maps
 from histocurate.geometry import polygons_of
@@ -122,9 +122,12 @@ def test_polygons_equal_the_geometry_package_outlines() -> None:
     inst[10:13, 40] = 77
     inst[11, 41] = 77  # a tiny piece, and ids with gaps
     ours = instance_polygons(inst)
+    wkb = instance_wkb(inst)
     for label, want in polygons_of(inst).items():
         got = ours[label]
         assert got is not None and got.is_valid and got.equals(want), label
+        decoded = shapely.from_wkb(wkb[label])
+        assert decoded.is_valid and decoded.equals(want), label
     assert all(ours[i] is None for i in range(len(ours)) if not np.any(inst == i))
 
 

@@ -17,6 +17,8 @@ tile of 350 nuclei (5-9 ms against 55-95 ms here). A candidate for `histocurate.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import shapely
 
@@ -103,11 +105,49 @@ def _side(vertex: np.ndarray, label: np.ndarray, flat: np.ndarray, wp: int, nh: 
 
 def instance_polygons(labels: np.ndarray) -> list[shapely.Polygon | None]:
     """Polygon of each id of ``labels`` (index = id; None where the id is absent)."""
+    n_ids, ring_label, coords, length = outer_rings(labels)
+    out: list[shapely.Polygon | None] = [None] * n_ids
+    if not len(length):
+        return out
+    sorted_ids = np.repeat(np.arange(len(length)), length)
+    polygons = shapely.polygons(shapely.linearrings(coords, indices=sorted_ids))
+    for label, polygon in zip(ring_label, polygons, strict=True):
+        out[int(label)] = polygon
+    return out
+
+
+def instance_wkb(labels: np.ndarray) -> list[bytes | None]:
+    """The same polygons as little-endian WKB, written directly (no shapely objects).
+
+    >>> import shapely
+    >>> lab = np.zeros((4, 4), np.int32); lab[1:3, 1:3] = 1
+    >>> shapely.from_wkb(instance_wkb(lab)[1]).equals(instance_polygons(lab)[1])
+    True
+    """
+    n_ids, ring_label, coords, length = outer_rings(labels)
+    out: list[bytes | None] = [None] * n_ids
+    if not len(length):
+        return out
+    start = np.concatenate([[0], np.cumsum(length)[:-1]])
+    closed_start = start + np.arange(len(length))
+    closed = np.empty((len(coords) + len(length), 2))
+    where = np.repeat(closed_start - start, length) + np.arange(len(coords))
+    closed[where] = coords
+    closed[closed_start + length] = coords[start]  # each ring ends on its first point
+    body = closed.astype("<f8").tobytes()
+    for label, first, count in zip(ring_label, closed_start, length + 1, strict=True):
+        head = struct.pack("<BIII", 1, 3, 1, int(count))
+        out[int(label)] = head + body[16 * int(first) : 16 * int(first + count)]
+    return out
+
+
+def outer_rings(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(number of ids, ring id of each ring, vertices (N, 2) ring after ring, ring lengths):
+    the outer ring of each id's largest piece."""
     lab = np.asarray(labels)
     n_ids = int(lab.max()) + 1 if lab.size else 1
-    out: list[shapely.Polygon | None] = [None] * n_ids
     if n_ids == 1:
-        return out
+        return n_ids, np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0, np.int64)
     dtype = np.int32 if n_ids < 2**31 else np.int64
     pad = np.zeros((lab.shape[0] + 2, lab.shape[1] + 2), dtype=dtype)
     pad[1:-1, 1:-1] = lab
@@ -164,8 +204,4 @@ def instance_polygons(labels: np.ndarray) -> list[shapely.Polygon | None]:
     position = offset[ring_ids] + (length[ring_ids] - 1 - dist)
     coords = np.empty((len(keep), 2))
     coords[position] = xy0[keep]
-    sorted_ids = np.repeat(np.arange(len(length)), length)
-    polygons = shapely.polygons(shapely.linearrings(coords, indices=sorted_ids))
-    for ring_label_id, polygon in zip(ring_label[chosen], polygons, strict=True):
-        out[int(ring_label_id)] = polygon
-    return out
+    return n_ids, ring_label[chosen], coords, length

@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import shapely
 from scipy import ndimage as ndi
 from scipy import sparse
 from skimage.segmentation import watershed
@@ -56,7 +55,7 @@ from histocurate.cellvit.filters import (
     sobel_x,
     sobel_y,
 )
-from histocurate.cellvit.outline import instance_polygons
+from histocurate.cellvit.outline import instance_wkb
 
 FORTY_X_MAX_MPP = 0.375  # below: 40x settings (0.25 um/px); above: 20x (0.5 um/px)
 
@@ -227,8 +226,7 @@ def cells_table(
         data["type"] = np.zeros(n, dtype=np.int64)
         data["confidence"] = np.full(n, np.nan)
     if options.polygons:
-        polygons = instance_polygons(inst)[1:]
-        data["polygon"] = np.asarray(shapely.to_wkb(np.asarray(polygons, dtype=object)))
+        data["polygon"] = instance_wkb(inst)[1:]
     return pd.DataFrame(data)
 
 
