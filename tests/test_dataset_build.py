@@ -15,10 +15,11 @@ import shapely
 from data_schema import CONSENSUS, DATASET_NUCLEI, DATASET_TILES, MASKS
 from histocurate.campaign import sha256_of
 from histocurate.config import load_config
-from histocurate.dataset.build import DatasetRun, run_dataset_build
+from histocurate.dataset.build import run_dataset_build
 from histocurate.dataset.classes import IGNORE_TYPE, class_index
 from histocurate.dataset.inputs import campaign_masks_token
 from histocurate.dataset.maps import decode_map, decode_rgb
+from histocurate.dataset.run import DatasetRun
 from histocurate.dataset.store import datasets_root, list_datasets
 from histocurate.dataset.synthetic import SyntheticCampaign, SyntheticTile, write_campaign
 from histocurate.io import read_provenance, read_table, write_partition, write_table

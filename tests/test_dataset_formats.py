@@ -14,11 +14,11 @@ from PIL import Image
 from scipy.io import savemat
 
 from histocurate.config import load_config
-from histocurate.dataset.build import DatasetRun
 from histocurate.dataset.classes import IGNORE_TYPE, class_index
 from histocurate.dataset.formats import export_dataset, run_dataset_import
 from histocurate.dataset.formats.pannuke import pannuke_channel
 from histocurate.dataset.maps import decode_map, decode_rgb, resample_map
+from histocurate.dataset.run import DatasetRun
 from histocurate.dataset.store import datasets_root, resolve_dataset
 from histocurate.errors import UserInputError
 from histocurate.workspace import init_workspace

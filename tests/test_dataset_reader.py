@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from histocurate.dataset.build import DatasetRun
 from histocurate.dataset.classes import IGNORE_TYPE, class_index
 from histocurate.dataset.maps import decode_map, decode_rgb
 from histocurate.dataset.reader import NucleiDataset
+from histocurate.dataset.run import DatasetRun
 from histocurate.dataset.synthetic import SyntheticCampaign
 from histocurate.errors import UserInputError
 from tests.test_dataset_build import built  # noqa: F401  (fixture)

@@ -23,7 +23,7 @@ from histocurate.cli.base import (
 
 if TYPE_CHECKING:
     from histocurate.cli.base import RichProgress
-    from histocurate.dataset.build import DatasetRun
+    from histocurate.dataset.run import DatasetRun
 
 dataset_app = typer.Typer(
     name="dataset",
@@ -83,7 +83,8 @@ def build(
 ) -> None:
     """A campaign's annotations as a dataset version: datasets/<name>/<version>/ (tiles,
     nuclei, dataset.json, card). Same inputs, same version: a re-run is a no-op."""
-    from histocurate.dataset.build import parallel_mapper, run_dataset_build
+    from histocurate.dataset.build import run_dataset_build
+    from histocurate.dataset.run import parallel_mapper
 
     section = {
         "source": source.value if source else None,
@@ -205,8 +206,8 @@ def import_command(
     """A public dataset (PanNuke folds, CoNSeP or Lizard .mat files) as a dataset version;
     official folds kept where the format has them."""
     from histocurate.cli.base import RichProgress
-    from histocurate.dataset.build import parallel_mapper
     from histocurate.dataset.formats import run_dataset_import
+    from histocurate.dataset.run import parallel_mapper
 
     section = {"folds": folds, "seed": seed, "mpp": mpp, "workers": workers}
     config = config_for(workspace, {"dataset": section})

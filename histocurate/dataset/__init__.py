@@ -26,12 +26,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from histocurate.dataset.build import DatasetRun, run_dataset_build
+    from histocurate.dataset.build import run_dataset_build
     from histocurate.dataset.reader import NucleiDataset
+    from histocurate.dataset.run import DatasetRun
     from histocurate.dataset.store import DatasetVersion, list_datasets, resolve_dataset
 
 _WHERE = {
-    "DatasetRun": "build",
+    "DatasetRun": "run",
     "run_dataset_build": "build",
     "NucleiDataset": "reader",
     "DatasetVersion": "store",

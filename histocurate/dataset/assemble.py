@@ -30,7 +30,7 @@ from histocurate.dataset.store import (
     file_digest,
     write_info,
 )
-from histocurate.dataset.tilework import PART_PREFIX
+from histocurate.dataset.tilework import TileResult
 from histocurate.io.tables import PROVENANCE_KEY, to_arrow
 
 PARTS_DIR = "_parts"
@@ -47,6 +47,32 @@ NUCLEI_SUMMARY_COLUMNS = [
     "clipped",
     "contested",
 ]
+
+
+PART_PREFIX = "part-"
+
+
+def write_part(results: list[TileResult], parts: Path, key: str) -> tuple[Path, Path]:
+    """The rows of a batch of tiles as two files of the staging folder, checked against the
+    schemas (plain writes: the staging folder as a whole is what is published atomically)."""
+    tiles = pd.DataFrame([r.row for r in results], columns=DATASET_TILES.column_names)
+    frames = [r.nuclei for r in results if len(r.nuclei)]
+    tiles_path = parts / f"{PART_PREFIX}{key}.tiles.parquet"
+    nuclei_path = parts / f"{PART_PREFIX}{key}.nuclei.parquet"
+    pq.write_table(
+        to_arrow(tiles, DATASET_TILES, origin=str(tiles_path)), tiles_path, compression="none"
+    )
+    nuclei = (
+        to_arrow(
+            pd.concat(frames, ignore_index=True)[DATASET_NUCLEI.column_names],
+            DATASET_NUCLEI,
+            origin=str(nuclei_path),
+        )
+        if frames
+        else DATASET_NUCLEI.to_arrow().empty_table()
+    )
+    pq.write_table(nuclei, nuclei_path)
+    return tiles_path, nuclei_path
 
 
 def _stamped(schema: pa.Schema, name: str, version: str) -> pa.Schema:

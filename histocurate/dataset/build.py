@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pandas as pd
 
 from data_schema import ASSIGNMENTS
 from histocurate.config import HistocurateConfig
+from histocurate.dataset.assemble import write_part
 from histocurate.dataset.checks import parse_polygons
 from histocurate.dataset.folds import assign_folds
 from histocurate.dataset.inputs import CampaignInputs, read_campaign
+from histocurate.dataset.run import DatasetRun
 from histocurate.dataset.store import (
     DatasetVersion,
     check_name,
@@ -36,75 +36,13 @@ from histocurate.dataset.store import (
     staging,
     version_of,
 )
-from histocurate.dataset.tilework import TilePlan, campaign_tile, write_part
+from histocurate.dataset.tilework import TilePlan, campaign_tile
 from histocurate.digest import json_digest
 from histocurate.errors import UserInputError
 from histocurate.io import read_table
 from histocurate.labels import LABELS
-from histocurate.runs import (
-    ItemOutcome,
-    ItemWork,
-    Mapper,
-    Progress,
-    Report,
-    StageRun,
-    run_items,
-    skipped,
-)
+from histocurate.runs import ItemOutcome, ItemWork, Mapper, Progress, run_items, skipped
 from histocurate.workspace import Workspace
-
-
-@dataclass
-class DatasetRun(StageRun):
-    """A build (or import): the per-slide outcomes, the version and its description."""
-
-    stage: ClassVar[str] = "dataset"
-    name: str = ""
-    version: str = ""
-    path: Path | None = None
-    status: str = "not written"  # built | up to date | not written
-    info: dict[str, Any] = field(default_factory=dict)
-    card: str = ""
-    warnings: list[str] = field(default_factory=list)
-
-    def report(self) -> Report:
-        from histocurate.dataset.card import class_frame
-
-        counts = self.info.get("counts", {})
-        summary = [
-            f"dataset {self.name}@{self.version}: {self.status} ({self.seconds:.1f} s)",
-        ]
-        if counts:
-            summary.append(
-                f"{counts['tiles']} tiles, {counts['nuclei']} nuclei "
-                f"({counts['undetermined']} undetermined), {counts['slides']} slides"
-            )
-            raster = self.info.get("rasterisation", {})
-            summary.append(
-                f"overlaps: {raster.get('contested_pixels', 0)} pixels, "
-                f"{raster.get('contested_nuclei', 0)} nuclei; clipped "
-                f"{raster.get('clipped_nuclei', 0)}; vanished {len(raster.get('vanished', []))}; "
-                f"resampled tiles {raster.get('resampled_tiles', 0)}"
-            )
-        left = self.info.get("left_out", [])
-        if left:
-            summary.append(f"{len(left)} exported tile(s) left out (see the card)")
-        tables = (
-            {"classes per fold": class_frame(self.info, "per_fold").reset_index(names="cell type")}
-            if counts
-            else {}
-        )
-        images = [self.path / "class_distribution.png"] if self.path else []
-        return Report(
-            title=f"Dataset {self.name}",
-            summary=summary,
-            table=self.outcome_table("tiles").rename(columns={"item": "slide / tile"}),
-            tables=tables,
-            warnings=self.warnings + self.failure_lines(),
-            images=images,
-            body=self.card or None,
-            outputs={"dataset": self.path} if self.path else {},
-        )
 
 
 @dataclass(frozen=True)
@@ -200,36 +138,31 @@ def _nuclei_digest(nuclei: pd.DataFrame) -> str:
 
 def _plans(inputs: CampaignInputs, fold_of: dict[str, int]) -> list[SlideWork]:
     tiles = inputs.tiles
+    columns = ["tile_id", "source", "source_id", "label", "labels", "annotators",
+               "n_annotators", "polygon"]  # fmt: skip
+    nuclei = inputs.nuclei[columns]
+    by_slide = dict(tuple(nuclei.groupby(nuclei["tile_id"].map(tiles["slide_id"]), sort=False)))
     items = []
     for slide, group in tiles.groupby("slide_id", sort=True):
+        rows: list[Any] = list(group.itertuples(index=False))
         plans = tuple(
             TilePlan(
-                tile_id=str(t),
+                tile_id=str(r.tile_id),
                 slide_id=str(slide),
-                indication=str(r["indication"]),
-                cohort=str(r["cohort"]),
+                indication=str(r.indication),
+                cohort=str(r.cohort),
                 project=inputs.project,
-                arm=None if pd.isna(r["arm"]) else str(r["arm"]),
-                source=str(r["source"]),
-                image_path=str(inputs.campaign.image_path(str(t))),
-                sha256=str(r["image_sha256"]),
-                source_mpp=float(r["tile_mpp"]),
-                source_px=int(r["tile_px"]),
+                arm=None if pd.isna(r.arm) else str(r.arm),
+                source=str(r.source),
+                image_path=str(inputs.campaign.image_path(str(r.tile_id))),
+                sha256=str(r.image_sha256),
+                source_mpp=float(r.tile_mpp),
+                source_px=int(r.tile_px),
                 fold=fold_of[str(slide)],
             )
-            for t, r in group.iterrows()
+            for r in rows
         )
-        columns = [
-            "tile_id",
-            "source",
-            "source_id",
-            "label",
-            "labels",
-            "annotators",
-            "n_annotators",
-            "polygon",
-        ]
-        mine = inputs.nuclei[inputs.nuclei["tile_id"].isin(group.index)][columns]
+        mine = by_slide.get(slide, nuclei.iloc[0:0])
         items.append(SlideWork(str(slide), plans, mine.reset_index(drop=True)))
     return items
 
@@ -352,17 +285,3 @@ def run_dataset_build(
         run.status = "built"
     run.seconds = time.perf_counter() - start
     return run
-
-
-@contextmanager
-def parallel_mapper(workers: int) -> Iterator[Mapper]:
-    """The plain `map`, or a pool of ``workers`` processes (results in order)."""
-    if workers <= 1:
-        yield map
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield pool.map

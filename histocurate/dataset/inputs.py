@@ -48,16 +48,18 @@ NUCLEUS_COLUMNS = [
 ]
 
 
-def campaign_masks_token(campaign: Campaign) -> str:
+def campaign_masks_token(campaign: Campaign, provenance: dict[str, dict] | None = None) -> str:
     """Token of a campaign's masks as they are now: a digest of every masks partition's
-    provenance token, by tile. The consensus stamps it as ``{"masks": token}``."""
+    provenance token, by tile (``provenance``: those already read, by tile). The consensus
+    stage stamps the same token as ``{"masks": token}``."""
     from histocurate.io import provenance_token
 
-    tokens = {
-        tile: provenance_token(read_provenance(partition_path(campaign.masks, tile)))
-        for tile in list_partitions(campaign.masks)
-    }
-    return json_digest(tokens)
+    if provenance is None:
+        provenance = {
+            tile: read_provenance(partition_path(campaign.masks, tile))
+            for tile in list_partitions(campaign.masks)
+        }
+    return json_digest({tile: provenance_token(p) for tile, p in provenance.items()})
 
 
 @dataclass
@@ -75,18 +77,30 @@ class CampaignInputs:
 
 
 def _read_masks(campaign: Campaign, project: str) -> tuple[pd.DataFrame, dict[str, dict]]:
-    keys = list_partitions(campaign.masks)
-    frames, provenance = [], {}
-    for tile in keys:
+    """Every masks partition of the campaign (schema-checked), with the file and row of each
+    mask for error messages, and each partition's provenance."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from histocurate.io.tables import PROVENANCE_KEY, check_arrow_schema
+
+    tables, origins, provenance = [], [], {}
+    for tile in list_partitions(campaign.masks):
         path = partition_path(campaign.masks, tile)
-        frame = read_table(path, MASKS)
-        frame["origin"] = str(path)
-        frame["row"] = range(len(frame))
-        frames.append(frame)
-        provenance[tile] = read_provenance(path)
-    if not frames:
+        table = pq.read_table(path)
+        check_arrow_schema(table.schema, MASKS, origin=str(path))
+        meta = (table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}")
+        provenance[tile] = {str(k): str(v) for k, v in json.loads(meta).items()}
+        tables.append(table.select(MASKS.column_names))
+        origins.append((str(path), table.num_rows))
+    if not tables:
         return pd.DataFrame(columns=[*MASKS.column_names, "origin", "row"]), provenance
-    masks = pd.concat(frames, ignore_index=True)
+    masks = pa.concat_tables(tables).to_pandas()
+    masks["origin"] = np.repeat([o for o, _ in origins], [n for _, n in origins])
+    masks["row"] = np.concatenate([np.arange(n) for _, n in origins])
     stray = masks[masks["project"] != project]
     if len(stray):
         first = stray.iloc[0]
@@ -98,32 +112,39 @@ def _read_masks(campaign: Campaign, project: str) -> tuple[pd.DataFrame, dict[st
 
 
 def _single_nuclei(masks: pd.DataFrame) -> pd.DataFrame:
-    """One annotator's masks as nuclei: clicks sharing one polygon are one nucleus."""
+    """One annotator's masks as nuclei: clicks sharing one polygon are one nucleus (its
+    labels the set given, its id the smallest annotation id)."""
     if masks.empty:
         return pd.DataFrame(columns=NUCLEUS_COLUMNS)
-    rows = []
-    for (tile, annotator, polygon), group in masks.groupby(
-        ["tile_id", "annotator", "polygon"], sort=False
-    ):
-        given = sorted(set(group["label"]))
-        typed = [g for g in given if g != "unknown"]
-        labels = typed or ["unknown"]
-        first = group.iloc[int(group["annotation_id"].to_numpy().argmin())]
-        rows.append(
-            dict(
-                tile_id=tile,
-                source="single",
-                source_id=int(first["annotation_id"]),
-                label=typed[0] if len(typed) == 1 else None,
-                labels=labels,
-                annotators=[annotator],
-                n_annotators=1,
-                polygon=polygon,
-                origin=first["origin"],
-                row=int(first["row"]),
-            )
-        )
-    return pd.DataFrame(rows, columns=NUCLEUS_COLUMNS)
+    keys = ["tile_id", "annotator", "polygon"]
+    ordered = masks.sort_values("annotation_id", kind="stable")
+    shared = ordered.duplicated(keys, keep=False)
+    first = ordered[~ordered.duplicated(keys, keep="first")].copy()
+    labels = first["label"].map(lambda v: [v])
+    if shared.any():  # few: a nucleus clicked twice by the same annotator
+        merged = ordered[shared].groupby(keys, sort=False)["label"].agg(lambda v: sorted(set(v)))
+        lookup = {k: v for k, v in merged.items()}
+        labels = pd.Series(
+            [lookup.get(key, lab) for key, lab in zip(
+                zip(first["tile_id"], first["annotator"], first["polygon"], strict=True),
+                labels, strict=True)],
+            index=first.index,
+        )  # fmt: skip
+    typed = labels.map(lambda v: [x for x in v if x != "unknown"])
+    return pd.DataFrame(
+        {
+            "tile_id": first["tile_id"],
+            "source": "single",
+            "source_id": first["annotation_id"].astype("int64"),
+            "label": [t[0] if len(t) == 1 else None for t in typed],
+            "labels": [t or ["unknown"] for t in typed],
+            "annotators": first["annotator"].map(lambda a: [a]),
+            "n_annotators": 1,
+            "polygon": first["polygon"],
+            "origin": first["origin"],
+            "row": first["row"].astype("int64"),
+        }
+    )[NUCLEUS_COLUMNS].reset_index(drop=True)
 
 
 def _consensus_nuclei(frame: pd.DataFrame, origin: Path) -> pd.DataFrame:
@@ -234,7 +255,7 @@ def read_campaign(config: HistocurateConfig, project: str, source: str) -> Campa
     single = sorted(n_annotators.index[n_annotators == 1])
     left_out = {t: "not annotated" for t in annotated.tiles.index if t not in n_annotators.index}
     frames = []
-    token = campaign_masks_token(campaign)
+    token = campaign_masks_token(campaign, mask_provenance)
     provenance: dict[str, object] = {"masks": {"path": str(campaign.masks), "token": token}}
     if source == "masks":
         frames.append(_single_nuclei(masks[masks["tile_id"].isin(single)]))

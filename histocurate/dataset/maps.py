@@ -6,8 +6,9 @@
   smaller one, or smaller than a pixel: no pixel centre inside) and is reported, never
   silently dropped. Kept nuclei are renumbered 1..n in input order.
 - Nuclei cut by the tile border are clipped to the tile (the polygon, then the map).
-- Resampling to the dataset's resolution: images bilinear (`resize_tile`, the project's RGB
-  resize); maps nearest (`resample_map`) when only a map exists (imports). When the
+- Resampling to the dataset's resolution: images bilinear (the rule of
+  `histocurate.features.base.resize_tile`, without its torch import: halving is the exact
+  2x2 mean); maps nearest (`resample_map`) when only a map exists (imports). When the
   polygons are known (a campaign build) they are scaled and rasterised on the target grid
   instead: what nearest resampling of a map tries to approximate, without its staircase.
 - Encoding: PNG, lossless. Instance maps as 16-bit grey (ids up to 65,535; a 448 px tile of
@@ -171,17 +172,27 @@ def scale_geoms(geoms: NDArray[np.object_], fx: float, fy: float) -> NDArray[np.
 
 
 def resample_image(rgb: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:
-    """RGB image resized to ``size = (height, width)`` (bilinear; the project's RGB resize
-    for square tiles, Pillow's bilinear otherwise)."""
+    """RGB image resized to ``size = (height, width)``: bilinear, or the exact 2x2 mean when
+    halving (`histocurate.features.base.resize_tile`'s rule, kept free of torch here so that
+    build workers do not import it)."""
     height, width = size
     if rgb.shape[:2] == (height, width):
         return rgb
-    if height == width and rgb.shape[0] == rgb.shape[1]:
-        from histocurate.features.base import resize_tile
-
-        return resize_tile(rgb, height)
     image = Image.fromarray(np.ascontiguousarray(rgb))
+    if rgb.shape[:2] == (2 * height, 2 * width):  # halving: the exact 2x2 mean
+        return np.asarray(image.reduce(2))
     return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+
+
+def encode_rgb(rgb: NDArray[np.uint8], *, mpp: float) -> bytes:
+    """A resampled RGB tile as PNG (fast zlib level: these are re-encoded, not frozen),
+    its pHYs chunk recording ``mpp`` as the frozen images' do."""
+    dpi = 25400.0 / mpp
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(
+        buffer, format="PNG", dpi=(dpi, dpi), compress_level=1
+    )
+    return buffer.getvalue()
 
 
 def resample_map(values: NDArray[np.integer], size: tuple[int, int]) -> NDArray[np.integer]:

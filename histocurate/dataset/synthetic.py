@@ -19,11 +19,13 @@ import pandas as pd
 import shapely
 
 from data_schema import ASSIGNMENTS, CONSENSUS, MASKS, SELECTION, TILES
+from histocurate.campaign import png_bytes, sha256_of
 from histocurate.config import load_config
 from histocurate.dataset.inputs import campaign_masks_token
 from histocurate.geometry import rasterize
-from histocurate.io import write_partition, write_table
+from histocurate.io import atomic_write_bytes, write_partition, write_table
 from histocurate.labels import LABELS
+from histocurate.runs import Mapper
 from histocurate.synth.morphology import make_cells
 from histocurate.synth.truth import cell_polygons
 from histocurate.workspace import Workspace, init_workspace
@@ -84,12 +86,18 @@ def render(tile: SyntheticTile, polygons: Sequence[object]) -> np.ndarray:
     """An H&E-like RGB image of the nuclei (uint8)."""
     rng = np.random.default_rng(tile.seed + 1)
     inst = rasterize(list(polygons), shape=(tile.side, tile.side)) if len(polygons) else None
-    image = np.empty((tile.side, tile.side, 3), dtype=np.float64)
+    image = np.empty((tile.side, tile.side, 3), dtype=np.float32)
     image[:] = (235, 170, 205)
     if inst is not None:
         image[inst > 0] = (95, 50, 140)
-    image += rng.normal(0, 12, image.shape)
+    image += rng.standard_normal(image.shape, dtype=np.float32) * 12
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def tile_payload(tile: SyntheticTile) -> tuple[pd.DataFrame, bytes]:
+    """A tile's truth nuclei and the PNG of its image (the costly part: run it in a pool)."""
+    truth = synthetic_nuclei(tile)
+    return truth, png_bytes(render(tile, list(truth["polygon"])), mpp=tile.mpp)
 
 
 def _consensus_rows(project: str, tile: SyntheticTile, masks: pd.DataFrame) -> list[dict]:
@@ -134,8 +142,10 @@ def write_campaign(
     project: str = "camp",
     consensus: bool = True,
     selection: bool = True,
+    mapper: Mapper = map,
 ) -> SyntheticCampaign:
-    """Write a campaign of ``tiles`` into ``workspace`` (created when needed)."""
+    """Write a campaign of ``tiles`` into ``workspace`` (created when needed); ``mapper``
+    runs `tile_payload` (a process pool's ``map`` for large campaigns)."""
     workspace = Path(workspace)
     if not (workspace / "histocurate.toml").exists():
         init_workspace(workspace, load_config(workspace, environ={}, require_file=False))
@@ -170,12 +180,10 @@ def write_campaign(
             for k, t in enumerate(mine)
         ]
         write_partition(pd.DataFrame(rows), ws.tiles, slide_id, TILES)
-    for tile in tiles:
-        truth = synthetic_nuclei(tile)
+    for tile, (truth, image) in zip(tiles, mapper(tile_payload, tiles), strict=True):
         out.truth[tile.tile_id] = truth
-        _, sha = campaign.freeze_image(
-            tile.tile_id, render(tile, list(truth["polygon"])), mpp=tile.mpp
-        )
+        atomic_write_bytes(campaign.image_path(tile.tile_id), image)
+        sha = sha256_of(image)
         masks = []
         for a, annotator in enumerate(tile.annotators):
             shift = np.random.default_rng(tile.seed + 7 + a).uniform(-0.5, 0.5, 2) if a else (0, 0)

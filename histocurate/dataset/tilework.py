@@ -14,7 +14,6 @@ import pandas as pd
 import shapely
 from numpy.typing import NDArray
 
-from data_schema import DATASET_NUCLEI, DATASET_TILES
 from histocurate.campaign import png_bytes, sha256_of
 from histocurate.dataset.classes import IGNORE_TYPE, class_index
 from histocurate.dataset.maps import (
@@ -22,6 +21,7 @@ from histocurate.dataset.maps import (
     clip_to_tile,
     decode_rgb,
     encode_map,
+    encode_rgb,
     image_size,
     instance_stats,
     map_polygons,
@@ -157,7 +157,7 @@ def campaign_tile(plan: TilePlan, nuclei: pd.DataFrame, *, mpp: float) -> TileRe
     resampled = side != plan.source_px
     image = data
     if resampled:
-        image = png_bytes(resample_image(decode_rgb(data), (side, side)), mpp=mpp)
+        image = encode_rgb(resample_image(decode_rgb(data), (side, side)), mpp=mpp)
     factor = side / plan.source_px
     geoms = scale_geoms(shapely.from_wkb(nuclei["polygon"].to_numpy()), factor, factor)
     clip = clip_to_tile(np.asarray(geoms, dtype=object), width=side, height=side)
@@ -274,33 +274,3 @@ def imported_tile(
         n_undetermined=0,
     )
     return TileResult(row, frame)
-
-
-PART_PREFIX = "part-"
-
-
-def write_part(results: list[TileResult], parts: Path, key: str) -> tuple[Path, Path]:
-    """The rows of a batch of tiles as two files of the staging folder, checked against the
-    schemas (plain writes: the staging folder as a whole is what is published atomically)."""
-    import pyarrow.parquet as pq
-
-    from histocurate.io.tables import to_arrow
-
-    tiles = pd.DataFrame([r.row for r in results], columns=DATASET_TILES.column_names)
-    frames = [r.nuclei for r in results if len(r.nuclei)]
-    tiles_path = parts / f"{PART_PREFIX}{key}.tiles.parquet"
-    nuclei_path = parts / f"{PART_PREFIX}{key}.nuclei.parquet"
-    pq.write_table(
-        to_arrow(tiles, DATASET_TILES, origin=str(tiles_path)), tiles_path, compression="none"
-    )
-    nuclei = (
-        to_arrow(
-            pd.concat(frames, ignore_index=True)[DATASET_NUCLEI.column_names],
-            DATASET_NUCLEI,
-            origin=str(nuclei_path),
-        )
-        if frames
-        else DATASET_NUCLEI.to_arrow().empty_table()
-    )
-    pq.write_table(nuclei, nuclei_path)
-    return tiles_path, nuclei_path

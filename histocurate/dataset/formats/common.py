@@ -18,8 +18,9 @@ from typing import Any
 import pandas as pd
 
 from histocurate.config import HistocurateConfig
-from histocurate.dataset.build import DatasetRun
+from histocurate.dataset.assemble import write_part
 from histocurate.dataset.folds import assign_folds
+from histocurate.dataset.run import DatasetRun
 from histocurate.dataset.store import (
     check_name,
     commit,
@@ -28,7 +29,7 @@ from histocurate.dataset.store import (
     staging,
     version_of,
 )
-from histocurate.dataset.tilework import TileResult, write_part
+from histocurate.dataset.tilework import TileResult
 from histocurate.runs import ItemOutcome, ItemWork, Mapper, Progress, run_items, skipped
 
 
