@@ -3,19 +3,21 @@
 - `prepare_campaign_flow`: tile -> embed -> select -> export (run once per campaign).
 - `refresh_annotations_flow`: import -> segment -> consensus (scheduled, e.g. nightly,
   while pathologists annotate: every stage is incremental, so a night with no new click
-  changes nothing).
+  changes no file, and the run's summary says so).
 
-Each stage runs as its own subflow, so the Prefect UI shows one run per stage with its
-artifacts, exactly as when the stages are run one by one; a stage that ends Failed stops
-the pipeline there.
+Each is one parent run with each stage as its own subflow (one run per stage with its
+artifacts, exactly as when the stages are run one by one), all tagged with the parent's
+``group:`` tag; a stage that ends Failed stops the pipeline there, and the parent fails
+with its message.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
+from flows._params import Amount, Count, EncoderName, Indication
+from flows._pipeline import pipeline_run
+from flows._stage import stage_flow
 from flows.annotation import export_flow, import_flow
 from flows.consensus import consensus_flow
 from flows.embed import embed_flow
@@ -24,37 +26,59 @@ from flows.select import select_flow
 from flows.tile import tile_flow
 
 
-@flow(name="prepare-campaign", log_prints=True)
+@stage_flow("prepare-campaign")
 def prepare_campaign_flow(
     workspace: str,
-    indication: str,
-    encoder: str | None = None,
+    indication: Indication,
+    encoder: EncoderName | None = None,
+    n_tiles: Count | None = None,
+    n_uncertain: Amount | None = None,
     project: str | None = None,
     annotators: list[str] | None = None,
-    k: int | None = None,
+    k: Count | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Tile, embed and select tiles of ``indication``; export them when ``project`` is set."""
-    overrides = overrides or {}
-    runs: dict[str, Any] = {
-        "tile": tile_flow(workspace, overrides),
-        "embed": embed_flow(workspace, encoder=encoder, overrides=overrides),
-        "select": select_flow(workspace, indication=indication, overrides=overrides),
-    }
-    if project is not None:
-        runs["export"] = export_flow(
-            workspace, project=project, indication=indication, annotators=annotators, k=k
-        )
-    return runs
+    """Tile, embed and select tiles of ``indication``; export them when ``project`` is set.
+
+    Args:
+        workspace: Workspace folder (holds histocurate.toml) on the machine running the flow.
+        indication: Indication to select tiles from (e.g. LUAD), as in the manifest.
+        encoder: Encoder of the features: builtin, phikon, h0-mini or timm:<model name>.
+            Empty: the workspace's [features] (builtin).
+        n_tiles: Tiles drawn from the diversity + rare pool. Empty: the workspace's (50).
+        n_uncertain: Tiles drawn from the uncertainty pool. Empty: the workspace's (50).
+        project: Cytomine project to export the selection to. Empty: no export.
+        annotators: Cytomine user names of the annotators. Empty: the workspace's.
+        k: Annotators per tile. Empty: the workspace's [cytomine].
+        overrides: Any other setting, nested like histocurate.toml (given to every stage).
+    """
+    with pipeline_run("prepare-campaign", workspace, campaign=project,
+                      indication=indication) as pipeline:  # fmt: skip
+        stages = pipeline.stages
+        stages["tile"] = tile_flow(workspace, overrides=overrides)
+        stages["embed"] = embed_flow(workspace, encoder=encoder, overrides=overrides)
+        stages["select"] = select_flow(workspace, indication=indication, n_tiles=n_tiles,
+                                       n_uncertain=n_uncertain, overrides=overrides)  # fmt: skip
+        if project is not None:
+            stages["export"] = export_flow(workspace, project=project, indication=indication,
+                                           annotators=annotators, k=k)  # fmt: skip
+        return pipeline.finish()
 
 
-@flow(name="refresh-annotations", log_prints=True)
+@stage_flow("refresh-annotations")
 def refresh_annotations_flow(
     workspace: str, project: str | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Import new clicks from Cytomine, segment them, and refresh the consensus."""
-    return {
-        "import": import_flow(workspace, project=project),
-        "segment": segment_flow(workspace, project=project, overrides=overrides),
-        "consensus": consensus_flow(workspace, project=project, overrides=overrides),
-    }
+    """Import new clicks from Cytomine, segment them, and refresh the consensus.
+
+    Args:
+        workspace: Workspace folder (holds histocurate.toml) on the machine running the flow.
+        project: Campaign (Cytomine project name). Empty: the workspace's [cytomine] project.
+        overrides: Any other setting, nested like histocurate.toml (given to every stage).
+    """
+    with pipeline_run("refresh-annotations", workspace, campaign=project) as pipeline:
+        stages = pipeline.stages
+        stages["import"] = import_flow(workspace, project=project)
+        stages["segment"] = segment_flow(workspace, project=project, overrides=overrides)
+        stages["consensus"] = consensus_flow(workspace, project=project, overrides=overrides)
+        return pipeline.finish()

@@ -24,7 +24,7 @@ def test_evaluate_flow_writes_table_and_artifacts(tmp_path: Path, prefect_harnes
     write_table(pred[cols], tmp_path / "pred.parquet", INSTANCES)
     out = tmp_path / "metrics.parquet"
     result = evaluate_flow(
-        str(tmp_path / "truth.parquet"), [str(tmp_path / "pred.parquet")], {"n_boot": 20}, str(out)
+        str(tmp_path / "truth.parquet"), [str(tmp_path / "pred.parquet")], n_boot=20, out=str(out)
     )
     table = read_table(out, EVALUATION)
     assert result.evaluation is not None

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +36,7 @@ def demo(
 ) -> None:
     """Run the whole pipeline on the built-in synthetic cohort, in WORKSPACE."""
     from histocurate.cli.app import main
-    from histocurate.demo.runner import DemoOptions, StepFailed, check_segmenter, demo_steps
+    from histocurate.demo.runner import DemoOptions, StepFailed, check_segmenter, run_demo
 
     options = DemoOptions(
         workspace,
@@ -52,19 +51,15 @@ def demo(
     if not (workspace / "histocurate.toml").exists() and main(["init", str(workspace)]) != 0:
         raise typer.Exit(1)
     check_segmenter(workspace, segmenter, checkpoint)
-    timings = []
-    for name, action in demo_steps(options):
-        start = time.perf_counter()
-        try:
-            action()
-        except StepFailed as exc:  # the command has said why; say where the demo stopped
-            console.print(
-                Text(f"demo stopped at step {name!r}", style="bold red")
-                + Text(f": {exc}. Fix what it says and run the demo again: the steps already ")
-                + Text("done are kept.")
-            )
-            raise typer.Exit(exc.code) from None
-        timings.append((name, time.perf_counter() - start))
+    try:
+        timings = run_demo(options)
+    except StepFailed as exc:  # the command has said why; say where the demo stopped
+        console.print(
+            Text(f"demo stopped at step {exc.step!r}", style="bold red")
+            + Text(f": {exc}. Fix what it says and run the demo again: the steps already ")
+            + Text("done are kept.")
+        )
+        raise typer.Exit(exc.code) from None
     table = Table("step", "seconds", title=f"demo finished in {workspace}")
     for name, seconds in timings:
         table.add_row(name, f"{seconds:.1f}")

@@ -31,6 +31,7 @@ from histocurate.config.dataset import DatasetConfig
 from histocurate.config.evaluate import EvaluateConfig
 from histocurate.config.features import FeaturesConfig
 from histocurate.config.predict import PredictConfig
+from histocurate.config.prefect import PrefectConfig
 from histocurate.config.segment import SegmentConfig
 from histocurate.config.selection import ScalerName, SelectionArm, SelectionConfig
 from histocurate.config.synth import SynthConfig
@@ -54,6 +55,7 @@ __all__ = [
     "FeaturesConfig",
     "HistocurateConfig",
     "PredictConfig",
+    "PrefectConfig",
     "ScalerName",
     "Section",
     "SegmentConfig",
@@ -84,6 +86,7 @@ class HistocurateConfig(Section):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)  # type: ignore[arg-type]
     train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[arg-type]
     predict: PredictConfig = Field(default_factory=PredictConfig)  # type: ignore[arg-type]
+    prefect: PrefectConfig = Field(default_factory=PrefectConfig)  # type: ignore[arg-type]
 
     @field_validator("workspace")
     @classmethod

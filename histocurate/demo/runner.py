@@ -10,6 +10,7 @@ step is a real stage; nothing is mocked. Re-running resumes: stages skip work al
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,11 +36,13 @@ class DemoOptions:
 
 
 class StepFailed(HistocurateError):
-    """A command of the demo failed; it has printed why. Carries its exit code."""
+    """A command of the demo failed; it has printed why. Carries its exit code and, once
+    `timed_steps` has seen it, the name of its step."""
 
     def __init__(self, argv: tuple[str, ...], code: int) -> None:
         super().__init__(f"`histocurate {' '.join(argv)}` failed (exit code {code})")
         self.code = code
+        self.step = ""
 
 
 def _cli(*argv: str) -> None:
@@ -204,3 +207,29 @@ def check_segmenter(workspace: Path, segmenter: str, checkpoint: Path | None) ->
 
     overrides = {"segment": {"checkpoint": str(checkpoint)}} if checkpoint else {}
     segmenter_for(load_config(workspace, overrides), segmenter)
+
+
+def timed_steps(steps: list[tuple[str, Callable[[], None]]]) -> list[tuple[str, float]]:
+    """Run the steps in order; their seconds. A failed step's `StepFailed` names it."""
+    timings = []
+    for name, action in steps:
+        start = time.perf_counter()
+        try:
+            action()
+        except StepFailed as exc:
+            exc.step = name
+            raise
+        timings.append((name, time.perf_counter() - start))
+    return timings
+
+
+def run_demo(options: DemoOptions) -> list[tuple[str, float]]:
+    """Run the demo; through Prefect (`flows.demo.demo_flow`: one parent run, the stages
+    as its subflows) when the demo runs its stages through Prefect."""
+    from histocurate.cli.base import use_prefect
+
+    if use_prefect(options.prefect):
+        from flows.demo import demo_flow, demo_parameters
+
+        return demo_flow(**demo_parameters(options))
+    return timed_steps(demo_steps(options))

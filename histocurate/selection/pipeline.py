@@ -249,7 +249,9 @@ def run_selection(
         t0 = time.perf_counter()
         types = [t for t in config.rare_types if t in labels.columns]
         table = labels.set_index("tile_id")[types]  # one row per tile (checked_labels)
-        models = fit_presence(scans, table, encoders=encoders, config=config, notes=notes)
+        fit = partial(_fit, scans=scans, labels=table, encoders=encoders, config=config)
+        models, fit_notes = next(iter(mapper(fit, [FIT_ITEM])))  # one step (a task in Prefect)
+        notes.extend(fit_notes)
         timings["fit"] = time.perf_counter() - t0
     scores: list[SlideScores] = []
     targets = [i for i in infos if i.indication == indication]
@@ -283,6 +285,24 @@ def run_selection(
         timings,
         _records([r for s in scores for r in s.rare]),
     )
+
+
+FIT_ITEM = "presence-models"
+"""The one item of the fit step (its task is named ``fit-presence-models``)."""
+
+
+def _fit(
+    item: str,
+    *,
+    scans: Sequence[SlideScan],
+    labels: pd.DataFrame,
+    encoders: Sequence[str],
+    config: SelectionConfig,
+) -> tuple[PresenceModels | None, list[str]]:
+    """The presence models' fit as one step of ``mapper``, so that a flow runs it as a task;
+    its notes are returned (a task may run in another process)."""
+    notes: list[str] = []
+    return fit_presence(scans, labels, encoders=encoders, config=config, notes=notes), notes
 
 
 def check_slides(slides: pd.DataFrame) -> None:

@@ -1,0 +1,101 @@
+"""What the end-to-end flows share: one parent run, its stages as subflows, one report.
+
+`pipeline_run` frames the body of a pipeline flow (prepare-campaign, refresh-annotations,
+the demo): it checks the workspace, tags the parent run (``pipeline:<flow>``,
+``group:<flow>-<time>``, workspace, campaign) and passes the tags to every stage it runs
+(each stage is a subflow with its own artifacts), and records which files of the workspace
+the run changed. Its `PipelineRun.finish` publishes one summary: each stage's status line
+and the files changed, or "nothing new: no file of the workspace changed", which is what a
+nightly run with no new annotations must say.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import tags
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+
+from flows._artifacts import artifact_key
+from flows._naming import group_tags, listed, set_run_tags_and_name
+from flows._params import checked_workspace
+from flows._stage import _FROM_DEPLOYMENT, from_deployment
+
+Snapshot = dict[str, tuple[int, int]]
+
+
+def workspace_files(root: Path) -> Snapshot:
+    """Every file under ``root``: relative path -> (size, modification time in ns)."""
+    found: Snapshot = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # removed while we look (a temp file renamed)
+                continue
+            found[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def changed_files(before: Snapshot, after: Snapshot) -> list[str]:
+    """Files added, removed or rewritten between two snapshots.
+
+    >>> changed_files({"a": (1, 1), "b": (2, 2)}, {"a": (1, 1), "b": (2, 3), "c": (1, 1)})
+    ['b', 'c']
+    """
+    return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+
+
+def status_of(run: Any) -> str:
+    """One line for a stage's run object (or whatever a subflow returned)."""
+    line = getattr(run, "status_line", None)
+    return line() if callable(line) else str(run)
+
+
+@dataclass
+class PipelineRun:
+    """The frame `pipeline_run` gives a pipeline body."""
+
+    name: str
+    workspace: Path
+    before: Snapshot
+    stages: dict[str, Any] = field(default_factory=dict)
+
+    def finish(self) -> dict[str, Any]:
+        """Log and publish the summary of the stages run; return their run objects."""
+        logger = get_run_logger()
+        changed = changed_files(self.before, workspace_files(self.workspace))
+        lines = [f"- **{stage}**: {status_of(run)}" for stage, run in self.stages.items()]
+        if changed:
+            verdict = f"{len(changed)} file(s) of the workspace changed: {listed(changed, 20)}"
+        else:
+            verdict = "nothing new: no file of the workspace changed"
+        logger.info("%s: %s", self.name, verdict)
+        markdown = "\n".join([f"# {self.name}", "", *lines, "", verdict, ""])
+        create_markdown_artifact(key=artifact_key(f"{self.name}-summary"), markdown=markdown,
+                                 description=f"{self.name}: {verdict}")  # fmt: skip
+        return {**self.stages, "changed_files": changed}
+
+
+@contextmanager
+def pipeline_run(
+    name: str, workspace: str, *, campaign: str | None = None, indication: str | None = None
+) -> Iterator[PipelineRun]:
+    """Frame of a pipeline flow's body: tags for the parent and its stages, one summary."""
+    root = Path(checked_workspace(workspace)).expanduser().resolve()
+    group = group_tags(name, workspace=str(root), campaign=campaign, indication=indication)
+    with ExitStack() as stack:
+        if _FROM_DEPLOYMENT.get() is None:
+            token: contextvars.Token[bool | None] = _FROM_DEPLOYMENT.set(from_deployment())
+            stack.callback(_FROM_DEPLOYMENT.reset, token)
+        set_run_tags_and_name(group)
+        stack.enter_context(tags(*group))
+        yield PipelineRun(name, root, workspace_files(root))
