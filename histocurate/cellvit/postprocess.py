@@ -96,7 +96,7 @@ def _check(np_prob: np.ndarray, hv: np.ndarray, tp_prob: np.ndarray | None) -> N
 
 def instance_map(np_prob: np.ndarray, hv: np.ndarray, options: HoverOptions) -> np.ndarray:
     """Steps 1-4: the int32 instance map, ids 1..n contiguous."""
-    blobs, blob_sizes, blob_boxes = label4(np_prob >= options.np_threshold)
+    blobs, blob_sizes, _ = label4(np_prob >= options.np_threshold, boxes=False)
     blobs = drop_small(blobs, blob_sizes, options.min_size)
     nuclei = blobs > 0
     k = options.sobel_ksize
@@ -131,8 +131,27 @@ def instance_map(np_prob: np.ndarray, hv: np.ndarray, options: HoverOptions) -> 
     crowded = np.flatnonzero(per_blob > 1)
     if len(crowded):
         dist = -blur3((1.0 - energy) * nuclei)
-        _flood_crowded(out, blobs, compact[seeds], dist, crowded, blob_boxes)
+        _flood_crowded(out, blobs, compact[seeds], dist, crowded, _boxes_of(blobs, crowded))
     return out.astype(np.int32, copy=False)
+
+
+def _boxes_of(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Bounding boxes (row0, col0, row1, col1) of a few labels, indexed by label, from
+    their pixels only."""
+    wanted = np.zeros(int(labels.max()) + 1, dtype=bool)
+    wanted[ids] = True
+    flat = labels.ravel()
+    idx = np.flatnonzero(wanted[flat])
+    lab = flat[idx]
+    rows, cols = np.divmod(idx, labels.shape[1])
+    big = np.iinfo(np.int64).max
+    boxes = np.zeros((len(wanted), 4), dtype=np.int64)
+    boxes[:, :2] = big
+    np.minimum.at(boxes[:, 0], lab, rows)
+    np.minimum.at(boxes[:, 1], lab, cols)
+    np.maximum.at(boxes[:, 2], lab, rows + 1)
+    np.maximum.at(boxes[:, 3], lab, cols + 1)
+    return boxes
 
 
 def _flood_crowded(
