@@ -44,7 +44,6 @@ from histocurate.cellvit.hover import HoverOptions, instance_map
 from histocurate.cellvit.outline import instance_wkb
 
 __all__ = [
-    "FORTY_X_MAX_MPP",
     "HoverOptions",
     "PostprocessPool",
     "cells_table",
