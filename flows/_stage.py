@@ -28,17 +28,14 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from prefect import Flow, flow, tags, task
-from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, as_completed
+from prefect import Flow, flow, tags
 from prefect.logging import get_run_logger
 from prefect.states import Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows._artifacts import ArtifactProgress, artifact_key, publish
 from flows._hooks import on_stage_failure
@@ -51,35 +48,27 @@ from flows._naming import (
     tag_value,
 )
 from flows._params import checked_workspace, name_parameters
-from flows._retry import retry_delays, retry_transient
-from histocurate.config import HistocurateConfig, PrefectConfig, load_config
+from flows._tasks import machine_workers, stage_task_runner, task_mapper, uses_gpu
+from histocurate.config import HistocurateConfig, load_config
 from histocurate.errors import UserInputError
-from histocurate.runs import ItemOutcome, ItemWork, Mapper, StageRun
+from histocurate.runs import Mapper, StageRun
 
-__all__ = ["artifact_key", "finish", "run_flow", "stage_flow", "stage_run", "task_mapper"]
+__all__ = [
+    "artifact_key",
+    "finish",
+    "machine_workers",
+    "run_flow",
+    "stage_flow",
+    "stage_run",
+    "stage_task_runner",
+    "task_mapper",
+    "uses_gpu",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _FROM_DEPLOYMENT: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
     "histocurate_from_deployment", default=None
 )
-
-
-def machine_workers() -> int:
-    """CPUs this process may use (the default size of every flow's thread pool)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def stage_task_runner() -> ThreadPoolTaskRunner:
-    """Threads, as many as the machine's CPUs (or Prefect's
-    ``PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS`` when set)."""
-    from prefect.settings import PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS
-
-    return ThreadPoolTaskRunner(
-        max_workers=PREFECT_TASK_RUNNER_THREAD_POOL_MAX_WORKERS.value() or machine_workers()
-    )
 
 
 def stage_flow(name: str, **options: Any) -> Callable[[F], Flow[..., Any]]:
@@ -129,12 +118,15 @@ def for_this_run(message: str) -> str:
 
 
 class _ToRunLogger(logging.Handler):
-    """Forwards histocurate's log records to the current Prefect run's logger."""
+    """Sends histocurate's log records to the current Prefect run's logger (so they are in
+    the run's logs, once); a record from outside any run goes where it went before."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             logger = get_run_logger()
-        except Exception:  # no run here (a thread outside Prefect): nothing to forward to
+        except Exception:  # no run in this thread (a server thread): as without Prefect
+            if record.levelno >= logging.WARNING:
+                logging.getLogger().handle(record)
             return
         logger.log(record.levelno, "%s: %s", record.name, record.getMessage())
 
@@ -142,131 +134,15 @@ class _ToRunLogger(logging.Handler):
 @contextmanager
 def _histocurate_logs() -> Iterator[None]:
     logger = logging.getLogger("histocurate")
-    handler, level = _ToRunLogger(logging.INFO), logger.level
+    handler, saved = _ToRunLogger(logging.INFO), (logger.level, logger.propagate)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         yield
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-class _NoThreadTimeoutWarning(logging.Filter):
-    """Drops Prefect's warning, repeated for every task run on a thread, that a timeout
-    cannot interrupt a blocking call there (documented once in the README instead)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "running in a worker thread. Timeouts in worker threads" not in record.getMessage()
-
-
-logging.getLogger("prefect.task_runs").addFilter(_NoThreadTimeoutWarning())
-
-
-def _pool_size() -> int | None:
-    """Threads of the current flow's task runner (None: not a thread pool, e.g. Dask)."""
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    runner = context.task_runner if context is not None else None
-    size = (
-        getattr(runner, "_max_workers", None) if isinstance(runner, ThreadPoolTaskRunner) else None
-    )
-    return size if isinstance(size, int) and size < 10_000 else None
-
-
-@task(name="item", cache_policy=NO_CACHE)
-def _run_item(fn: Callable[[Any], Any], item: Any) -> Any:
-    """One item of a stage (a slide, a batch of tiles, a shard)."""
-    return fn(item)
-
-
-def item_name(fn: Callable[[Any], Any], item: Any) -> str:
-    """A task's name: ``<stage>-<item>`` (``tile-LUAD-000``, ``scan-LUAD-000``)."""
-    if isinstance(fn, ItemWork):
-        return f"{fn.stage}-{fn.name_of(item)}"
-    inner = getattr(fn, "func", fn)
-    step = getattr(inner, "__name__", "step").strip("_")
-    return f"{step}-{getattr(item, 'slide_id', None) or item}"
-
-
-def _timed_out(exc: BaseException) -> bool:
-    from prefect.task_engine import TaskRunTimeoutError
-
-    return isinstance(exc, TaskRunTimeoutError)
-
-
-def task_mapper(
-    stage: str, policy: PrefectConfig | None = None, *, limit: int | None = None
-) -> Mapper:
-    """A mapper that runs each item as a task, at most ``limit`` at a time, results in order.
-
-    ``policy`` (``[prefect]``): retries of transient failures, their first wait, the timeout
-    of one task of ``stage`` and, without ``limit``, how many run at once. For an `ItemWork`
-    the task runs the bare work, so a failure shows as a failed task with its traceback;
-    the mapper then turns it into the item's failed outcome and the other items go on.
-    """
-    policy = policy or PrefectConfig.model_validate({})
-    window = limit or policy.task_workers
-    timeout = policy.timeout_s(stage)
-    runner = _run_item.with_options(
-        retries=policy.retries,
-        retry_delay_seconds=retry_delays(policy.retries, policy.retry_delay_s),
-        retry_condition_fn=retry_transient,
-        timeout_seconds=timeout,
-        tags=[f"histocurate-{stage}"],
-    )
-
-    def outcome(fn: Callable[[Any], Any], item: Any, future: PrefectFuture[Any]) -> Any:
-        try:
-            return future.result()
-        except Exception as exc:
-            if not isinstance(fn, ItemWork):
-                raise
-            if _timed_out(exc):
-                return ItemOutcome(fn.name_of(item), "failed", seconds=timeout or 0.0,
-                                   error=f"timed out after {timeout:.0f} s ([prefect] "
-                                   f"timeouts_s.{stage})")  # fmt: skip
-            return fn.failure(item, exc)
-
-    def mapper(fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-        items = list(items)
-        work = fn.fn if isinstance(fn, ItemWork) else fn
-        limits = [n for n in (window, _pool_size()) if n]
-        size = min([len(items), *limits]) if items else 0
-        names = [item_name(fn, item) for item in items]
-        if items:
-            get_run_logger().info("%s: %d task(s), %d at a time: %s", stage, len(items), size,
-                                  listed(names, 8))  # fmt: skip
-        futures: list[PrefectFuture[Any]] = []
-        running: set[PrefectFuture[Any]] = set()
-
-        def top_up() -> None:
-            while len(futures) < len(items) and len(running) < size:
-                named = runner.with_options(task_run_name=names[len(futures)])
-                futures.append(named.submit(work, items[len(futures)]))
-                running.add(futures[-1])
-
-        for index, item in enumerate(items):
-            top_up()
-            while futures[index] in running:  # wait for any task; start the next ones
-                running.discard(next(iter(as_completed(list(running)))))
-                top_up()
-            yield outcome(fn, item, futures[index])
-
-    mapper.__name__ = f"{stage}_task_mapper"
-    return mapper
-
-
-def uses_gpu(device: str) -> bool:
-    """Whether a torch device setting runs on a GPU here ('auto': when CUDA is present)."""
-    if device.startswith("cuda"):
-        return True
-    if device != "auto":
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
+        logger.level, logger.propagate = saved
 
 
 @dataclass

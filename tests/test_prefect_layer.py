@@ -15,7 +15,7 @@ import requests
 from histocurate.errors import UserInputError, WorkspaceError
 
 LAYER = ["flows._artifacts", "flows._hooks", "flows._naming", "flows._params", "flows._pipeline",
-         "flows._retry"]  # fmt: skip
+         "flows._retry", "flows._tasks"]  # fmt: skip
 
 
 @pytest.mark.parametrize("module", LAYER)

@@ -21,7 +21,8 @@ def test_select_flow_matches_plain_run(workspace: Path, prefect_harness: None) -
 
     from flows.select import select_flow
 
-    out = select_flow(str(workspace), indication="LUAD")
+    state = select_flow(str(workspace), indication="LUAD", return_state=True)
+    out = state.result()
     assert "# Selection: LUAD" in out.report().to_markdown()
     flow_sel = read_table(Workspace(workspace).selection, SELECTION)
     plain = run_select(load_config(workspace), "LUAD").result
@@ -38,3 +39,9 @@ def test_select_flow_matches_plain_run(workspace: Path, prefect_harness: None) -
 
     found = asyncio.run(keys())
     assert {"select-luad-report", "select-luad-arms"} <= found
+
+    from tests.test_prefect_flows import _task_runs
+
+    tasks = {t.name for t in _task_runs(state.state_details.flow_run_id)}
+    assert "fit-presence-models" in tasks  # the model fit is a task between the two passes
+    assert {t.split("-")[0] for t in tasks} == {"scan", "fit", "score_slide"}
