@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -62,6 +63,12 @@ def _rss_mib(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def build_only(root: Path, workers: int) -> None:
     """Child process: the build (and a re-run), as JSON on stdout."""
     from histocurate.config import load_config
@@ -70,10 +77,12 @@ def build_only(root: Path, workers: int) -> None:
 
     config = load_config(root)
     before = _rss_mib(resource.RUSAGE_SELF)
+    cpu0 = _cpu()
     start = time.perf_counter()
     with parallel_mapper(workers) as mapper:
         run = run_dataset_build(config, name="histotrain", source="masks", mapper=mapper)
     seconds = time.perf_counter() - start
+    cpu = _cpu() - cpu0
     start = time.perf_counter()
     again = run_dataset_build(config, name="histotrain", source="masks")
     rerun = time.perf_counter() - start
@@ -84,7 +93,8 @@ def build_only(root: Path, workers: int) -> None:
         "undetermined": counts["undetermined"],
         "resampled": run.info["rasterisation"]["resampled_tiles"],
         "contested_nuclei": run.info["rasterisation"]["contested_nuclei"],
-        "seconds": seconds, "rerun_seconds": rerun, "workers": workers,
+        "seconds": seconds, "rerun_seconds": rerun, "workers": workers, "cpu_seconds": cpu,
+        "timings": run.timings,
         "rss_before_mib": before, "peak_rss_mib": _rss_mib(resource.RUSAGE_SELF),
         "peak_worker_rss_mib": _rss_mib(resource.RUSAGE_CHILDREN),
         "tiles_mb": (run.path / "tiles.parquet").stat().st_size / 1e6,
@@ -113,18 +123,36 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(path)
+    load = os.getloadavg()[0]
     found = subprocess.run(
         [sys.executable, __file__, "--build-only", str(root), "--workers", str(args.workers)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     r = json.loads(found.stdout.strip().splitlines()[-1])
-    print(f"{'tiles':>6} {'nuclei':>7} {'undet.':>6} {'20x':>4} {'workers':>7} {'seconds':>8} "
-          f"{'tiles/s':>8} {'re-run s':>8} {'peak MiB':>8} {'worker MiB':>10} "
-          f"{'tiles.parquet MB':>16} {'nuclei MB':>9}")  # fmt: skip
-    print(f"{r['tiles']:>6} {r['nuclei']:>7} {r['undetermined']:>6} {r['resampled']:>4} "
-          f"{r['workers']:>7} {r['seconds']:>8.1f} {r['tiles'] / r['seconds']:>8.1f} "
-          f"{r['rerun_seconds']:>8.1f} {r['peak_rss_mib']:>8.0f} {r['peak_worker_rss_mib']:>10.0f} "
-          f"{r['tiles_mb']:>16.0f} {r['nuclei_mb']:>9.1f}")  # fmt: skip
+    r["load"] = [load]
+    columns = {
+        "tiles": f"{r['tiles']}",
+        "nuclei": f"{r['nuclei']}",
+        "undet.": f"{r['undetermined']}",
+        "20x": f"{r['resampled']}",
+        "workers": f"{r['workers']}",
+        "seconds": f"{r['seconds']:.1f}",
+        "tiles/s": f"{r['tiles'] / r['seconds']:.1f}",
+        "CPU s": f"{r['cpu_seconds']:.0f}",
+        "re-run s": f"{r['rerun_seconds']:.1f}",
+        "peak MiB": f"{r['peak_rss_mib']:.0f}",
+        "worker MiB": f"{r['peak_worker_rss_mib']:.0f}",
+        "tiles.parquet MB": f"{r['tiles_mb']:.0f}",
+        "nuclei MB": f"{r['nuclei_mb']:.1f}",
+    }
+    print(" ".join(f"{k:>{max(len(k), len(v))}}" for k, v in columns.items()))
+    print(" ".join(f"{v:>{max(len(k), len(v))}}" for k, v in columns.items()))
+    t = r["timings"]
+    print(
+        f"wall: plan {t['plan']:.1f} s, tiles {t['tiles']:.1f} s ({r['workers']} processes), "
+        f"assemble {t['assemble']:.1f} s; load average before/after "
+        f"{r['load'][0]:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     print(
         f"(status {r['status']}, exit code {r['exit_code']}; contested nuclei "
         f"{r['contested_nuclei']}; target: < 120 s on 2 cores)"

@@ -229,6 +229,7 @@ def run_dataset_build(
     root = datasets_root(config.workspace)
     items = _plans(inputs, folds.slide_fold)
     run = DatasetRun(name=name, version=version, warnings=list(inputs.warnings))
+    run.timings["plan"] = time.perf_counter() - start
     existing = _existing(root, name, version)
     if existing is not None:
         run.outcomes = skipped(i.slide_id for i in items) + failed
@@ -242,6 +243,7 @@ def run_dataset_build(
         work = ItemWork(
             partial(build_slide, mpp=section.mpp, parts=str(parts)), _slide_of, "dataset"
         )
+        tiles_start = time.perf_counter()
         outcomes = run_items(
             work, items, mapper=mapper, progress=progress, description="building tiles"
         )
@@ -279,9 +281,12 @@ def run_dataset_build(
                 "histocurate_version": __version__,
             },
         }
+        assemble_start = time.perf_counter()
+        run.timings["tiles"] = assemble_start - tiles_start
         run.info = finish_version(tmp, name=name, version=version, labels=LABELS, base=base)
         run.card = (tmp / "card.md").read_text(encoding="utf-8")
         run.path = commit(tmp, version)
+        run.timings["assemble"] = time.perf_counter() - assemble_start
         run.status = "built"
     run.seconds = time.perf_counter() - start
     return run

@@ -233,8 +233,8 @@ def decode_map(data: bytes) -> NDArray[np.integer]:
 
 def decode_rgb(data: bytes) -> NDArray[np.uint8]:
     """An RGB image from PNG bytes."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    with Image.open(io.BytesIO(data)) as image:  # np.array: a writable array (torch wants it)
+        return np.array(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def image_size(data: bytes) -> tuple[int, int]:

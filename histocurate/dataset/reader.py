@@ -90,6 +90,7 @@ class NucleiDataset(Dataset[dict[str, Any]]):
             keep = np.ones(len(meta), dtype=bool)
         self.rows = np.flatnonzero(keep)
         self.meta = meta.iloc[self.rows].reset_index(drop=True)
+        self._records: list[dict[str, Any]] = self.meta.to_dict("records")
         self.folds = available
         self.label_sets = label_sets
         self._sets: dict[str, dict[int, int]] = self._read_sets() if label_sets else {}
@@ -121,7 +122,7 @@ class NucleiDataset(Dataset[dict[str, Any]]):
         row = int(self.rows[index])
         table = self._file().read_row_group(int(self._groups[row]), columns=PIXEL_COLUMNS)
         at = int(self._offsets[row])
-        meta = self.meta.iloc[index]
+        meta = self._records[index]
         inst = decode_map(table.column("inst_map")[at].as_py()).astype(np.int32)
         item: dict[str, Any] = {
             "image": decode_rgb(table.column("image")[at].as_py()),

@@ -24,6 +24,7 @@ class DatasetRun(StageRun):
     info: dict[str, Any] = field(default_factory=dict)
     card: str = ""
     warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # plan / tiles / assemble, s
 
     def report(self) -> Report:
         from histocurate.dataset.card import class_frame
