@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from histocurate.cellvit import filters
-from histocurate.cellvit.outline import instance_polygons, instance_wkb
+from histocurate.geometry.instances import instance_polygons, instance_wkb
 from histocurate.cellvit.postprocess import HoverOptions, PostprocessPool, instances_from_maps
 from histocurate.cellvit.targets import hv_maps
 from histocurate.geometry import polygons_of

@@ -276,3 +276,17 @@ def test_bad_encoder_names() -> None:
 def test_random_weights_are_recorded(tmp_path: Path) -> None:
     encoder = get_encoder("timm:test_vit", random_weights=True, device="cpu")
     assert encoder.identity()["weights"] == "random"
+
+
+def test_h0mini_from_a_truncated_state_dict_is_a_weights_error(tmp_path: Path) -> None:
+    import torch
+
+    from histocurate.features.h0mini import build_h0mini, create_h0mini_model
+    from histocurate.features.weights import WeightsError
+
+    model = create_h0mini_model(depth=1, embed_dim=64, num_heads=1, img_size=56, mlp_ratio=4.0)
+    state = model.state_dict()
+    del state["blocks.0.mlp.fc1.weight"]  # the MLP width can no longer be read
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match=r"w\.pt: the tensors do not describe an H0-mini"):
+        build_h0mini(weights=tmp_path / "w.pt", hf_cache=None, device="cpu", precision="fp32")

@@ -32,7 +32,8 @@ def _same(a: SegmentationResult, b: SegmentationResult) -> None:
     assert np.array_equal(a.instance_map, b.instance_map)
     assert np.array_equal(a.instance_of, b.instance_of)
     assert np.array_equal(a.fallback, b.fallback) and np.array_equal(a.merged, b.merged)
-    assert [p.wkb for p in a.polygons] == [p.wkb for p in b.polygons]
+    # the same outlines, vertex for vertex (the fast path may start a ring elsewhere)
+    assert [p.normalize().wkb for p in a.polygons] == [p.normalize().wkb for p in b.polygons]
 
 
 def _case(seed: int, *, size: int = 200, n: int = 40, silent: float = 0.1):

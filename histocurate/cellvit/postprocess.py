@@ -14,7 +14,7 @@ The algorithm (HoVer-Net, as CellViT and HistoPLUS run it):
 
 Made fast without changing the result: steps 1-4 in `histocurate.cellvit.hover` (OpenCV
 filters, watershed only where a blob holds several markers); the per-nucleus values are
-bincounts over the labels and the outlines come from `histocurate.cellvit.outline` (all
+bincounts over the labels and the outlines come from `histocurate.geometry.instances` (all
 at once, written as WKB directly). Coordinates: x right, y down, pixel (r, c)
 centred at (c + 0.5, r + 0.5), the project's convention (polygons as
 `histocurate.geometry`). `PostprocessPool` spreads many tiles over processes.
@@ -41,7 +41,7 @@ from scipy import sparse
 
 from histocurate.cellvit.filters import opencv
 from histocurate.cellvit.hover import HoverOptions, instance_map
-from histocurate.cellvit.outline import instance_wkb
+from histocurate.geometry.instances import instance_wkb
 
 __all__ = [
     "HoverOptions",

@@ -24,6 +24,7 @@ import torch
 
 from histocurate.features.base import H_OPTIMUS_MEAN, H_OPTIMUS_STD, TorchEncoder
 from histocurate.features.weights import (
+    WeightsError,
     fingerprint,
     load_checked,
     load_state_dict,
@@ -151,7 +152,14 @@ def build_h0mini(
         if norm is not None:
             mean, std = norm
         args = {**args_from_state(state), **hub_args, **(arch_overrides or {})}
-        model = create_h0mini_model(**args)
+        try:
+            model = create_h0mini_model(**args)
+        except (AssertionError, ValueError, RuntimeError) as exc:  # timm checks its shapes
+            raise WeightsError(
+                f"{file}: the tensors do not describe an H0-mini network (architecture read "
+                f"from them: {args}; timm refused it: {exc or type(exc).__name__}); the file "
+                "is truncated or of another model"
+            ) from None
         load_checked(model, state, source=file, architecture=f"H0-mini ({ARCHITECTURE})")
         identity = {"weights_path": str(file), "sha256": fingerprint(file)}
     width = int(model.num_features)
