@@ -6,6 +6,7 @@ Import a declaration from here (``from data_schema import TILES``) and pass it t
 
 from data_schema._table import Column, TableSchema
 from data_schema.assignments import ASSIGNMENTS
+from data_schema.cells import CELL_COUNTS, CELLS, TILE_CELLS
 from data_schema.consensus import CONSENSUS, CONSENSUS_FATES
 from data_schema.dataset_nuclei import DATASET_NUCLEI
 from data_schema.dataset_tiles import DATASET_TILES
@@ -18,6 +19,7 @@ from data_schema.points import POINTS
 from data_schema.selection import SELECTION
 from data_schema.slides import SLIDES
 from data_schema.tiles import TILES
+from data_schema.train_metrics import TRAIN_METRICS
 from data_schema.truth import TRUTH
 from data_schema.truth_tiles import TRUTH_TILES
 
@@ -25,6 +27,8 @@ ALL_SCHEMAS: dict[str, TableSchema] = {
     s.name: s
     for s in (
         ASSIGNMENTS,
+        CELL_COUNTS,
+        CELLS,
         CONSENSUS,
         CONSENSUS_FATES,
         DATASET_NUCLEI,
@@ -37,7 +41,9 @@ ALL_SCHEMAS: dict[str, TableSchema] = {
         POINTS,
         SELECTION,
         SLIDES,
+        TILE_CELLS,
         TILES,
+        TRAIN_METRICS,
         TRUTH,
         TRUTH_TILES,
     )
@@ -46,6 +52,8 @@ ALL_SCHEMAS: dict[str, TableSchema] = {
 __all__ = [
     "ALL_SCHEMAS",
     "ASSIGNMENTS",
+    "CELLS",
+    "CELL_COUNTS",
     "CONSENSUS",
     "CONSENSUS_FATES",
     "DATASET_NUCLEI",
@@ -59,6 +67,8 @@ __all__ = [
     "SELECTION",
     "SLIDES",
     "TILES",
+    "TILE_CELLS",
+    "TRAIN_METRICS",
     "TRUTH",
     "TRUTH_TILES",
     "Column",

@@ -16,18 +16,19 @@ from histocurate.cli.base import (
     run_stage,
 )
 from histocurate.config import load_config
+from histocurate.errors import UserInputError
 
 
 @app.command()
 def evaluate(
     truth: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             help="Truth instance table (consensus.parquet or any with tile_id, "
             "polygon and/or x, y, label[, labels])."
         ),
-    ],
-    pred: Annotated[Path, typer.Option(help="Prediction instance table.")],
+    ] = None,
+    pred: Annotated[Path | None, typer.Option(help="Prediction instance table.")] = None,
     pred2: Annotated[
         Path | None, typer.Option(help="Second prediction: paired comparison with p-values.")
     ] = None,
@@ -69,6 +70,20 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option(help="Write the metrics table here (.parquet or .csv).")
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A model (run name or checkpoint) to evaluate on --dataset; twice: side by "
+            "side, with p-values. Predicts the dataset's tiles when needed."
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="With --model: the dataset NAME[@VERSION] (its truth).")
+    ] = None,
+    fold: Annotated[
+        int | None,
+        typer.Option(help="With --model: evaluate this fold only (default: the held-out one)."),
+    ] = None,
     workspace: WorkspaceOption = Path("."),
     prefect: PrefectOption = None,
 ) -> None:
@@ -77,7 +92,15 @@ def evaluate(
     Pooled over tiles (sums of TP, FP, FN, IoU); intervals from bootstrap resamples of tiles.
 
     With --pred2: the paired difference (pred2 - pred) and its two-sided p-value.
+
+    With --model and --dataset: models on a dataset, over all tiles and per indication
+    (the paper's Table 2 and Figure 3a).
     """
+    if model or dataset:
+        _evaluate_models(model or [], dataset, fold, bootstrap, seed, workspace, prefect)
+        return
+    if truth is None or pred is None:
+        raise UserInputError("give --truth and --pred (instance tables), or --model and --dataset")
     from histocurate.metrics.evaluate import EvaluationOptions
 
     section = {
@@ -113,5 +136,37 @@ def evaluate(
         predictions=[str(p) for p in preds],
         options=options.__dict__,
         out=str(out) if out else None,
+    )
+    finish_run(run)
+
+
+def _evaluate_models(
+    models: list[str],
+    dataset: str | None,
+    fold: int | None,
+    bootstrap: int | None,
+    seed: int | None,
+    workspace: Path,
+    prefect: bool | None,
+) -> None:
+    """The --model branch: `histocurate.predict.evaluate.run_model_evaluation`."""
+    if not models or dataset is None:
+        raise UserInputError("--model and --dataset go together (a model, and its truth)")
+    from histocurate.cli.base import config_for
+    from histocurate.predict.evaluate import run_model_evaluation
+
+    overrides = flag_overrides({"evaluate": {"bootstrap": bootstrap, "seed": seed}})
+    config = config_for(workspace, overrides)
+    run = run_stage(
+        "predict:evaluate_models_flow",
+        prefect,
+        lambda progress: run_model_evaluation(
+            config, models=models, dataset=dataset, fold=fold, progress=progress
+        ),
+        workspace=str(config.workspace),
+        models=models,
+        dataset=dataset,
+        overrides=overrides,
+        fold=fold,
     )
     finish_run(run)

@@ -57,6 +57,13 @@ def select(
         Path | None,
         typer.Option(help="Annotations (Parquet/CSV: tile_id, label) for the presence models."),
     ] = None,
+    labels_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Presence labels from 'annotations' (default) or the model's 'predictions' "
+            "(the newest model's, or 'predictions:<model>'): the next active-learning round."
+        ),
+    ] = None,
     prefect: PrefectOption = None,
 ) -> None:
     """Select tiles for annotation: diversity, rare-cell enrichment and uncertainty arms.
@@ -72,7 +79,8 @@ def select(
         "encoders": _split(encoders, what="--encoders"),
         "labels": str(labels.expanduser().resolve()) if labels else None,
     }
-    overrides = flag_overrides({"selection": section})
+    overrides = flag_overrides({"selection": section,
+                                "predict": {"selection_labels_from": labels_from}})  # fmt: skip
     config = config_for(workspace, overrides)
     from histocurate.selection.run import run_select
 

@@ -88,6 +88,10 @@ def read_annotations(
     workspace: Workspace, config: HistocurateConfig, tiles: pd.DataFrame
 ) -> tuple[pd.DataFrame | None, np.ndarray | None, str]:
     """(tile_id + label rows, the labelled tile ids or None for 'those in the rows', source)."""
+    if config.predict.selection_labels_from != "annotations":  # --labels-from predictions
+        from histocurate.predict.labels import prediction_annotations
+
+        return prediction_annotations(workspace, config, tiles)
     path = config.selection.labels
     if path is not None:
         path = config.resolve(path)

@@ -1,0 +1,148 @@
+"""The post-processing side of inference: what a worker gets (an item's maps and where its
+pixels go) and gives back (its nuclei, never the instance map), and the executors.
+
+`postprocess_item` runs `histocurate.cellvit.postprocess.instances_from_maps` on one item
+and moves the nuclei to the output frame (slide or tile pixels). `executor_for` gives the
+pool it runs on: spawned processes (safe beside CUDA), a Dask cluster's executor, or the
+calling thread.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+
+from histocurate.cellvit.postprocess import HoverOptions, instances_from_maps
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Output frame of an item's pixels: ``out = origin + scale * px``; ``crop`` (h, w) of
+    the maps that are real pixels (the rest pads the input to a multiple of the patch)."""
+
+    origin: tuple[float, float] = (0.0, 0.0)
+    scale: float = 1.0
+    crop: tuple[int, int] | None = None
+
+
+@dataclass
+class WindowCells:
+    """The nuclei of one item in the output frame (arrays of equal length)."""
+
+    key: Any
+    x: np.ndarray
+    y: np.ndarray
+    bbox: np.ndarray  # (n, 4) x0, y0, x1, y1 in the output frame
+    touch: np.ndarray  # (n, 4) bool: reaches the item's left, top, right, bottom edge
+    area: np.ndarray  # area of the outline, output-frame units squared
+    type_index: np.ndarray
+    confidence: np.ndarray
+    probs: np.ndarray  # (n, classes + 1)
+    wkb: np.ndarray  # object: WKB bytes in the output frame
+    error: str | None = None  # the item gave no nuclei: why
+    skipped: bool = False  # wholly off tissue
+    seconds: float = 0.0  # post-processing time in the worker
+
+    def __len__(self) -> int:
+        return int(self.x.size)
+
+    @classmethod
+    def empty(cls, key: Any, n_classes: int, **kw: Any) -> WindowCells:
+        z = np.zeros(0)
+        return cls(
+            key,
+            z,
+            z,
+            np.zeros((0, 4)),
+            np.zeros((0, 4), bool),
+            z,
+            np.zeros(0, np.int32),
+            np.zeros(0, np.float32),
+            np.zeros((0, n_classes), np.float32),
+            np.zeros(0, object),
+            **kw,
+        )
+
+
+def postprocess_item(
+    key: Any,
+    maps: tuple[np.ndarray, np.ndarray, np.ndarray],
+    placement: Placement,
+    mpp: float,
+    options: HoverOptions,
+) -> WindowCells:
+    """One item's maps (NP foreground probability, HV, NT probabilities; float16) -> its
+    nuclei in the output frame (runs in a worker process)."""
+    start = time.process_time()
+    np_prob, hv, tp = maps
+    n_classes = tp.shape[0]
+    _, cells = instances_from_maps(np_prob, hv, tp, mpp=mpp, options=options)
+    if not len(cells):
+        return WindowCells.empty(key, n_classes, seconds=time.process_time() - start)
+    (ox, oy), s = placement.origin, placement.scale
+    h, w = np_prob.shape
+    box = cells[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(np.float64)
+    touch = np.stack([box[:, 0] <= 0, box[:, 1] <= 0, box[:, 2] >= w, box[:, 3] >= h], axis=1)
+    geoms = shapely.from_wkb(cells["polygon"].to_numpy(object))
+    if (ox, oy, s) != (0.0, 0.0, 1.0):
+        geoms = shapely.transform(geoms, lambda c: c * s + np.array([ox, oy]))
+        box = box * s + np.array([ox, oy, ox, oy])
+    probs = cells[[f"prob_{c}" for c in range(n_classes)]].to_numpy(np.float32)
+    return WindowCells(
+        key=key,
+        x=cells["x"].to_numpy(np.float64) * s + ox,
+        y=cells["y"].to_numpy(np.float64) * s + oy,
+        bbox=box,
+        touch=touch,
+        area=shapely.area(geoms),
+        type_index=cells["type"].to_numpy(np.int32),
+        confidence=cells["confidence"].to_numpy(np.float32),
+        probs=probs,
+        wkb=np.asarray(shapely.to_wkb(geoms), dtype=object),
+        seconds=time.process_time() - start,
+    )
+
+
+class InlineExecutor(Executor):
+    """Runs each job when submitted, in the calling thread (``workers = 0``)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # the caller reads it from the future, as from a pool
+            done.set_exception(exc)
+        return done
+
+
+def _single_thread() -> None:
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def executor_for(workers: int | None, dask_address: str | None = None) -> Executor:
+    """The post-processing executor: a Dask cluster's, ``workers`` spawned processes (safe
+    beside CUDA; None: CPUs - 1), or in-process for 0."""
+    if dask_address:
+        from distributed import Client
+
+        return Client(dask_address).get_executor()
+    count = default_workers() if workers is None else workers
+    if count == 0:
+        return InlineExecutor()
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(count, mp_context=context, initializer=_single_thread)
