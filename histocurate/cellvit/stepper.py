@@ -3,8 +3,7 @@
 `Stepper.backward(group)` runs this rank's micro-batches of one step: forward under
 autocast (bf16 where the GPU has it, fp16 with a `GradScaler`, none in fp32), the losses in
 fp32, backward scaled by 1/accumulation, DDP's gradient all-reduce only after the last
-micro-batch (``no_sync`` before). `apply` moves the weights. Dropout and drop-path draw
-from torch's generator, reseeded per (seed, step, rank) by the caller.
+micro-batch (``no_sync`` before). `apply` moves the weights.
 
 The DDP (and torch.compile) wrappers are rebuilt when the trainable set changes (the
 encoder frozen for the first epochs, then not): DDP registers the parameters that need
@@ -26,6 +25,7 @@ from histocurate.cellvit.loader import Batch
 from histocurate.cellvit.losses import CellViTLoss, LossWeights
 from histocurate.cellvit.model import CellViT, parameter_groups, set_encoder_trainable
 from histocurate.cellvit.presets import TrainSettings
+from histocurate.seeding import int_seed
 from histocurate.torchutil import autocast, needs_grad_scaler
 
 TERMS: tuple[str, ...] = tuple(LossWeights.__dataclass_fields__)
@@ -68,6 +68,7 @@ class Stepper:
             msge_swapped_axes=settings.msge_swapped_axes,
         )
         self.frozen: bool | None = None
+        self._buffers: dict[str, torch.Tensor] = {}
         self.module: Any = self.net
         self.ddp: DistributedDataParallel | None = None
 
@@ -117,10 +118,16 @@ class Stepper:
         self.scaler.scale(result.total * scale).backward()
         return torch.stack([result.total.detach(), *(result.terms[t] for t in TERMS)]) * scale
 
-    def backward(self, group: list[Batch]) -> torch.Tensor:
-        """Gradients of one step; returns (loss, *terms) averaged over the micro-batches."""
+    def backward(self, group: list[Batch], *, step: int) -> torch.Tensor:
+        """Gradients of one step; returns (loss, *terms) averaged over the micro-batches.
+
+        Before each micro-batch torch's generator is seeded by (seed, step, slot), the slot
+        of `StepBatches` (micro-step a of rank r is slot a * world + r): dropout and
+        drop-path draw the same masks for the same tiles on one process or on several."""
         totals = torch.zeros(len(TERMS) + 1, device=self.device)
         for a, batch in enumerate(group):
+            slot = a * self.ctx.world_size + self.ctx.rank
+            torch.manual_seed(int_seed(self.s.seed, "step", step, slot))
             last = a == len(group) - 1
             sync = self.ddp.no_sync() if self.ddp is not None and not last else nullcontext()
             with sync:
@@ -135,6 +142,16 @@ class Stepper:
     def discard(self) -> None:
         """Drop this step's gradients (the weights do not move)."""
         self.optimizer.zero_grad(set_to_none=True)
+
+    def keep_buffers(self) -> None:
+        """Remember the BatchNorm statistics (a forward updates them: a NaN one spoils them)."""
+        self._buffers = {k: v.detach().clone() for k, v in self.net.named_buffers()}
+
+    def restore_buffers(self) -> None:
+        """The BatchNorm statistics of the last `keep_buffers`."""
+        with torch.no_grad():
+            for name, value in self.net.named_buffers():
+                value.copy_(self._buffers[name])
 
     def out_of_memory(self, batch: Batch, *, micro: int, step: int) -> OutOfMemoryAdvice:
         """After an out-of-memory error: the advice, with the largest micro-batch that runs

@@ -2,8 +2,8 @@
 
 Per optimiser step, each rank takes its micro-batches of the step from `StepBatches` and
 `Stepper` computes the gradients (AMP, accumulation, DDP). Dropout and drop-path draw from
-a generator reseeded per (seed, step, rank), so a run is deterministic and a resume from any
-saved step continues exactly. The step's loss terms are summed over the ranks (one small
+a generator reseeded per (seed, step, slot), so a run is deterministic and a resume from
+any saved step continues exactly. The step's loss terms are summed over the ranks (one small
 all-reduce that also carries the time-budget flag); a loss that is not finite stops the
 run before the optimiser moves (`nan.pt` written, the step and the batch's tiles named);
 out of memory stops it too, with the micro-batch that fits. After each epoch: the learning
@@ -39,7 +39,8 @@ from histocurate.cellvit.rundir import BEST, LAST, NAN, CheckpointMeta, MetricsL
 from histocurate.cellvit.rundir import plot_curves as _plot
 from histocurate.cellvit.stepper import TERMS, Stepper
 from histocurate.cellvit.validate import ValidationMetrics, validate
-from histocurate.seeding import int_seed
+
+PLOT_EVERY_S = 60.0  # curves.png is redrawn at most this often (and at the end)
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Trainer:
         self.seconds, self.best_bpq = 0.0, -math.inf
         self.best_epoch: int | None = None
         self.last_validation: dict[str, float] | None = None
+        self._plotted = -math.inf
 
     @property
     def model(self) -> CellViT:
@@ -157,6 +159,7 @@ class Trainer:
         parts = gather_objects(self.ctx, [b.tile_ids for b in group])
         tiles = [t for part in parts for ids in part for t in ids]
         self.stepper.discard()
+        self.stepper.restore_buffers()
         self._save(NAN)
         bad = [t for t, v in zip(TERMS, totals[1:].tolist(), strict=True) if not math.isfinite(v)]
         message = (
@@ -196,11 +199,13 @@ class Trainer:
             self.best_bpq, self.best_epoch = bpq, epoch
             self._save(BEST)
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, *, final: bool) -> None:
         self._save(LAST)
         if self.ctx.is_main:
             self.log.flush()
-            _plot(self.log.frame(), self.run.curves)
+            if final or time.perf_counter() - self._plotted > PLOT_EVERY_S:
+                _plot(self.log.frame(), self.run.curves)
+                self._plotted = time.perf_counter()
         barrier(self.ctx)
 
     def _report(self, values: dict[str, float]) -> None:
@@ -220,9 +225,9 @@ class Trainer:
 
     def _one_step(self, group: list[Batch], late: bool) -> tuple[torch.Tensor, bool]:
         """Gradients of a step, then the all-reduce of its loss terms and the stop flag."""
-        torch.manual_seed(int_seed(self.s.seed, "step", self.step, self.ctx.rank))
+        self.stepper.keep_buffers()
         try:
-            totals = self.stepper.backward(group)
+            totals = self.stepper.backward(group, step=self.step)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -238,7 +243,7 @@ class Trainer:
         if self.progress is not None:
             total = (self.s.epochs - self.epoch) * steps - self.step_in_epoch
             self.progress.start(max(total, 0), self.run.name)
-        status, validated_at = "finished", -1
+        status, validated_at, self._plotted = "finished", -1, time.perf_counter()
         while self.epoch < self.s.epochs and status == "finished":
             self.stepper.set_epoch(self.epoch)
             self.sampler.set_position(self.epoch, self.step_in_epoch)
@@ -271,7 +276,7 @@ class Trainer:
             if (due or status != "finished") and validated_at != self.step:
                 self._validate()
                 validated_at = self.step
-            self._checkpoint()
+            self._checkpoint(final=self.epoch >= self.s.epochs or status != "finished")
         return FitResult(
             status,
             self.epoch,

@@ -209,7 +209,8 @@ def _versions() -> dict[str, str]:
 
     from histocurate import __version__
 
-    return {"histocurate": __version__, "torch": torch.__version__, "timm": timm.__version__}
+    found = {"histocurate": __version__, "torch": torch.__version__, "timm": timm.__version__}
+    return {k: str(v) for k, v in found.items()}  # plain strings: weights-only loadable
 
 
 def run_train(
