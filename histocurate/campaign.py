@@ -125,6 +125,25 @@ class Campaign:
         """Reports and pictures of one stage of this campaign."""
         return self.root / "reports" / stage
 
+    def masks_token(self, provenance: dict[str, dict[str, str]] | None = None) -> str:
+        """Token of the campaign's masks as they are now: a digest of every masks
+        partition's provenance token, by tile (``provenance``: those already read). The
+        consensus records it as ``{"masks": token}``; the dataset build compares."""
+        from histocurate.digest import json_digest
+        from histocurate.io import (
+            list_partitions,
+            partition_path,
+            provenance_token,
+            read_provenance,
+        )
+
+        if provenance is None:
+            provenance = {
+                tile: read_provenance(partition_path(self.masks, tile))
+                for tile in list_partitions(self.masks)
+            }
+        return json_digest({tile: provenance_token(p) for tile, p in provenance.items()})
+
     def freeze_image(self, tile_id: str, rgb: np.ndarray, *, mpp: float) -> tuple[Path, str]:
         """Keep the PNG of a tile as it is uploaded; returns (path, sha256 of the file)."""
         data = png_bytes(rgb, mpp=mpp)

@@ -84,6 +84,11 @@ class Workspace:
         return self.root / "campaigns"
 
     @property
+    def datasets(self) -> Path:
+        """Curated datasets, ``datasets/<name>/<version>/`` (`histocurate dataset build`)."""
+        return self.root / "datasets"
+
+    @property
     def evaluation(self) -> Path:
         """Metrics of the last `histocurate evaluate` run (table ``evaluation``)."""
         return self.root / "reports" / "evaluate" / "evaluation.parquet"

@@ -84,7 +84,7 @@ def plan_consensus(config: HistocurateConfig, project: str, *, force: bool) -> C
     points = read_points(ws.points, project)
     by_tile = {str(t): g for t, g in points.groupby("tile_id", sort=True)}
     stale = []
-    made_from = {}
+    made_from: dict[str, dict[str, str]] = {}
     for tile_id in sorted(set(tiles) | {t for t in by_tile if t in annotated}):
         stored = read_provenance(partition_path(campaign.masks, tile_id))
         group = by_tile.get(tile_id)
@@ -94,7 +94,7 @@ def plan_consensus(config: HistocurateConfig, project: str, *, force: bool) -> C
         wanted = masks_provenance(annotated, tile_id, group, stored.get("segmenter", ""))
         if stored != wanted:
             stale.append(tile_id)
-        made_from[tile_id] = json_digest(stored)
+        made_from[tile_id] = stored
     if stale:
         raise UserInputError(
             f"the masks of {len(stale)} tile(s) of {project} are not those of the clicks "
@@ -103,7 +103,10 @@ def plan_consensus(config: HistocurateConfig, project: str, *, force: bool) -> C
         )
     settings = config.consensus.model_dump(mode="json", exclude={"overlays", "shard_tiles"})
     reseg = segmenter_identity(config, segmenter_for(config).name) if settings["resegment"] else ""
-    provenance = {"masks": json_digest(made_from), "settings": json_digest([settings, reseg])}
+    provenance = {
+        "masks": campaign.masks_token(made_from),
+        "settings": json_digest([settings, reseg]),
+    }
     current = campaign.consensus.exists() and read_provenance(campaign.consensus) == provenance
     shards = make_shards(tiles, config.consensus.shard_tiles)
     return ConsensusPlan(annotated, shards, provenance, current and not force)

@@ -29,7 +29,6 @@ import pandas as pd
 from data_schema import CONSENSUS, MASKS, SELECTION, SLIDES, TILES
 from histocurate.campaign import AnnotatedTiles, Campaign
 from histocurate.config import HistocurateConfig
-from histocurate.digest import json_digest
 from histocurate.errors import UserInputError
 from histocurate.io import list_partitions, partition_path, read_provenance, read_table
 from histocurate.workspace import Workspace
@@ -49,17 +48,9 @@ NUCLEUS_COLUMNS = [
 
 
 def campaign_masks_token(campaign: Campaign, provenance: dict[str, dict] | None = None) -> str:
-    """Token of a campaign's masks as they are now: a digest of every masks partition's
-    provenance token, by tile (``provenance``: those already read, by tile). The consensus
-    stage stamps the same token as ``{"masks": token}``."""
-    from histocurate.io import provenance_token
-
-    if provenance is None:
-        provenance = {
-            tile: read_provenance(partition_path(campaign.masks, tile))
-            for tile in list_partitions(campaign.masks)
-        }
-    return json_digest({tile: provenance_token(p) for tile, p in provenance.items()})
+    """Token of a campaign's masks as they are now (`Campaign.masks_token`, the one the
+    consensus stage stamps as ``{"masks": token}``)."""
+    return campaign.masks_token(provenance)
 
 
 @dataclass

@@ -41,6 +41,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from histocurate.geometry import polygons_of, rasterize_instances
+from histocurate.imaging import resize_rgb
 
 MAX_INSTANCES = 65535
 
@@ -172,16 +173,9 @@ def scale_geoms(geoms: NDArray[np.object_], fx: float, fy: float) -> NDArray[np.
 
 
 def resample_image(rgb: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:
-    """RGB image resized to ``size = (height, width)``: bilinear, or the exact 2x2 mean when
-    halving (`histocurate.features.base.resize_tile`'s rule, kept free of torch here so that
-    build workers do not import it)."""
-    height, width = size
-    if rgb.shape[:2] == (height, width):
-        return rgb
-    image = Image.fromarray(np.ascontiguousarray(rgb))
-    if rgb.shape[:2] == (2 * height, 2 * width):  # halving: the exact 2x2 mean
-        return np.asarray(image.reduce(2))
-    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+    """RGB image resized to ``size = (height, width)``: the project's one RGB resize
+    (`histocurate.imaging.resize_rgb`: bilinear, the exact 2x2 mean when halving)."""
+    return resize_rgb(rgb, size)
 
 
 def encode_rgb(rgb: NDArray[np.uint8], *, mpp: float) -> bytes:

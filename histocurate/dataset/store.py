@@ -29,7 +29,6 @@ from typing import Any
 
 from histocurate.errors import UserInputError
 
-DATASETS_DIR = "datasets"
 INFO_FILE = "dataset.json"
 TILES_FILE = "tiles.parquet"
 NUCLEI_FILE = "nuclei.parquet"
@@ -43,8 +42,10 @@ _STAGING = re.compile(r"^\.tmp-[0-9a-f]+-(\d+)-")
 
 
 def datasets_root(workspace: Path) -> Path:
-    """Where a workspace keeps its datasets (``<workspace>/datasets``)."""
-    return Path(workspace) / DATASETS_DIR
+    """Where a workspace keeps its datasets (`histocurate.workspace.Workspace.datasets`)."""
+    from histocurate.workspace import Workspace
+
+    return Workspace(Path(workspace)).datasets
 
 
 def check_name(name: str) -> str:
