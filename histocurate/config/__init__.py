@@ -41,7 +41,8 @@ from histocurate.errors import WorkspaceError
 
 CONFIG_FILE = "histocurate.toml"
 ENV_PREFIX = "HISTOCURATE_"
-_ENV_NOT_CONFIG = {"HISTOCURATE_WORKSPACE"}  # read by the CLI to find the workspace itself
+# read by the CLI to find the workspace, and by prefect.yaml when deploying: not settings
+_ENV_NOT_CONFIG = {"HISTOCURATE_WORKSPACE", "HISTOCURATE_REPO"}
 
 __all__ = [
     "CONFIG_FILE",
