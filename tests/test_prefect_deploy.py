@@ -66,9 +66,8 @@ def test_deploy_and_run_deployments_end_to_end(tmp_path: Path, prefect_harness: 
     (ws / "slides.csv").write_text("slide_id,path,indication\na,a.tiff,LUAD\n")
     home = tmp_path / "prefect-home"
 
-    with get_client(sync_client=True) as client:
-        with contextlib.suppress(ObjectAlreadyExists):  # another test may have made it
-            client.create_work_pool(WorkPoolCreate(name="histocurate", type="process"))
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name="histocurate", type="process"))
 
     refused = _deploy(_environment(home), "tile")
     assert refused.returncode != 0
