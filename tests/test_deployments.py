@@ -28,3 +28,23 @@ def test_deployment_entrypoint_and_parameters(deployment: dict) -> None:
     assert given <= set(signature.parameters), (
         f"unknown parameters {given - set(signature.parameters)}"
     )
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
+def test_deployment_parameters_pass_the_flows_validation(deployment: dict) -> None:
+    """What prefect.yaml gives a deployment is valid for its flow's typed parameters (the
+    workspace is the template prefect deploy fills in)."""
+    path, name = deployment["entrypoint"].split(":")
+    flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+    flow.validate_parameters(dict(deployment.get("parameters", {})))
+
+
+def test_deploying_needs_both_variables_and_stage_runs_do_not_overlap() -> None:
+    text = (ROOT / "prefect.yaml").read_text()
+    config = yaml.safe_load(text)
+    check = config["build"][0]["prefect.deployments.steps.run_shell_script"]["script"]
+    assert "$HISTOCURATE_REPO" in check and "$HISTOCURATE_WORKSPACE" in check
+    stages = {"tile", "embed", "select-luad", "export", "import", "segment", "consensus",
+              "prepare-campaign-luad", "nightly-refresh"}  # fmt: skip
+    limits = {d["name"]: d.get("concurrency_limit", {}).get("limit") for d in DEPLOYMENTS}
+    assert {limits[name] for name in stages} == {1}
