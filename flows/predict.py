@@ -1,59 +1,108 @@
-"""Prefect flows of `histocurate predict`: one task per slide, and the model evaluation.
+"""Prefect flows of `histocurate predict`: one task per slide, the nightly run over new
+slides, and the model evaluation (`histocurate evaluate --model`).
 
-The model is loaded once in the flow's process and slides run as tasks on threads (the
-default task runner): forward passes take turns on the device (one lock per model), while
-each slide's post-processing fans out to the process pool, or to a Dask cluster when
+The model is loaded once in the flow's process; slides are tasks on its threads, one at a
+time on a GPU (`flows._stage`), so the device runs one slide's batches after the other
+while each slide's post-processing fans out to the process pool, or to a Dask cluster when
 ``[predict] dask_address`` names one. The report (cells per slide and type, where the time
-went, thumbnails inline) is published as artifacts.
+went, thumbnails inline) is published as artifacts, as the CLI prints it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from prefect import flow
+from pydantic import Field
 
-from flows._stage import finish, task_mapper
-from histocurate.config import load_config
+from flows._params import Amount, Count, Device, Precision, settings
+from flows._stage import stage_flow, stage_run, uses_gpu
+from histocurate.config import HistocurateConfig
 
 
-@flow(name="predict", log_prints=True)
+def _gpu(config: HistocurateConfig) -> bool:
+    return uses_gpu(config.predict.device)
+
+
+@stage_flow("predict")
 def predict_flow(
     workspace: str,
     checkpoint: str,
     dataset: str | None = None,
     slides: list[str] | None = None,
+    device: Device | None = None,
+    batch_size: Count | None = None,
+    precision: Precision | None = None,
+    workers: Amount | None = None,
     overrides: dict[str, Any] | None = None,
     force: bool = False,
 ) -> Any:
-    """Predict ``slides`` (default: every slide with tiles) or a dataset's tiles."""
+    """Predict ``slides`` (every slide with tiles when empty) or a dataset's tiles.
+
+    Args:
+        workspace: Workspace folder (holds histocurate.toml) on the machine running the flow.
+        checkpoint: Checkpoint file (ours or a bare HistoPLUS state dict), or a run name
+            under the workspace's runs/.
+        dataset: Dataset NAME[@VERSION]: predict its tiles (stored beside it).
+        slides: Slide ids. Empty: every slide with tiles (those up to date are skipped).
+        device: auto (cuda when present), cpu, cuda or cuda:N. Empty: [predict] (auto).
+        batch_size: Windows per forward pass. Empty: [predict] (8).
+        precision: auto, bf16, fp16 or fp32. Empty: [predict] (auto).
+        workers: Post-processing processes (0: in the flow's process). Empty: CPUs - 1.
+        overrides: Any other setting, nested like histocurate.toml, e.g.
+            {"predict": {"window_um": 196}}.
+        force: Redo predictions that are up to date.
+    """
     from histocurate.predict.stage import run_predict
 
-    config = load_config(workspace, overrides or {})
-    run = run_predict(
-        config,
-        checkpoint=checkpoint,
-        dataset=dataset,
-        slides=slides,
-        mapper=task_mapper("predict"),
-        force=force,
-    )
-    return finish(run, key="predict")
+    typed = {"device": device, "batch_size": batch_size, "precision": precision,
+             "workers": workers}  # fmt: skip
+    with stage_run("predict", workspace, settings({"predict": typed}, overrides),
+                   gpu=_gpu) as stage:  # fmt: skip
+        run = run_predict(stage.config, checkpoint=checkpoint, dataset=dataset, slides=slides,
+                          mapper=stage.mapper, progress=stage.progress, force=force)  # fmt: skip
+        return stage.finish(run, key="predict")
 
 
-@flow(name="evaluate-models", log_prints=True)
+@stage_flow("predict-new-slides")
+def predict_new_slides_flow(
+    workspace: str, checkpoint: str, overrides: dict[str, Any] | None = None
+) -> Any:
+    """Tile the slides new to the manifest, then predict every slide not yet predicted by
+    ``checkpoint`` (or predicted before it was saved): a nightly run does only the new.
+
+    Args:
+        workspace: Workspace folder (holds histocurate.toml) on the machine running the flow.
+        checkpoint: Checkpoint file, or a run name under the workspace's runs/ (its best.pt).
+        overrides: Any other setting, nested like histocurate.toml (given to both stages).
+    """
+    from flows.tile import tile_flow
+
+    tile_flow(workspace, overrides=overrides, return_state=True)  # a bad slide: the others go on
+    return predict_flow(workspace, checkpoint=checkpoint, overrides=overrides)
+
+
+@stage_flow("evaluate-models")
 def evaluate_models_flow(
     workspace: str,
-    models: list[str],
+    models: Annotated[list[str], Field(min_length=1, max_length=2)],
     dataset: str,
+    fold: Amount | None = None,
     overrides: dict[str, Any] | None = None,
-    fold: int | None = None,
 ) -> Any:
-    """Evaluate one or two models on a dataset (predicting its tiles when needed)."""
+    """Evaluate one or two models on a dataset, predicting its tiles when needed.
+
+    Args:
+        workspace: Workspace folder (holds histocurate.toml) on the machine running the flow.
+        models: One model (run name or checkpoint), or two side by side with p-values.
+        dataset: Dataset NAME[@VERSION] whose nuclei are the truth.
+        fold: Evaluate this fold only. Empty: the fold the first model's training held
+            out, else every tile.
+        overrides: Any other setting, nested like histocurate.toml, e.g.
+            {"evaluate": {"bootstrap": 1000}}.
+    """
     from histocurate.predict.evaluate import run_model_evaluation
 
-    config = load_config(workspace, overrides or {})
-    run = run_model_evaluation(
-        config, models=models, dataset=dataset, fold=fold, mapper=task_mapper("evaluate")
-    )
-    return finish(run, key="model-evaluation")
+    with stage_run("evaluate", workspace, overrides) as stage:
+        run = run_model_evaluation(stage.config, models=models, dataset=dataset, fold=fold,
+                                   mapper=stage.mapper, progress=stage.progress)  # fmt: skip
+        return stage.finish(run, key="model-evaluation")
