@@ -34,7 +34,12 @@ def test_demo_runs_end_to_end_resumes_and_stops_cleanly(
     assert main(["demo", str(root), "--n-tiles", "4", "--n-uncertain", "4", "--no-prefect"]) == 0
     workspace = Workspace(root)
     selected = read_table(workspace.selection, SELECTION)
-    assert len(selected) >= 4 and set(selected["indication"]) == {"LUAD"}
+    assert set(selected["indication"]) == {"LUAD", "COAD"}  # validation and training rounds
+    assert (selected["indication"] == "LUAD").sum() >= 4
+    # a validation dataset from the consensus, a training one from single-annotator masks
+    for name in ("demo-val", "demo-train"):
+        versions = [p for p in (workspace.datasets / name).iterdir() if p.is_dir()]
+        assert len(versions) == 1 and (versions[0] / "dataset.json").is_file(), name
     metrics = read_table(workspace.evaluation, EVALUATION)
     overall = metrics[(metrics["kind"] == "value") & metrics["cell_type"].isna()]
     pq = float(overall.loc[overall["metric"] == "pq", "value"].iloc[0])

@@ -20,7 +20,10 @@ from histocurate.cli.base import console
 from histocurate.errors import HistocurateError
 from histocurate.workspace import Workspace
 
-DEMO_PROJECT = "histocurate-demo"
+DEMO_PROJECT = "histocurate-demo"  # validation campaign: 3 of 9 pathologists per tile
+TRAIN_PROJECT = "histocurate-demo-train"  # training campaign: one pathologist per tile
+TRAIN_INDICATION = "COAD"
+VAL_DATASET, TRAIN_DATASET = "demo-val", "demo-train"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,8 @@ class DemoOptions:
     segmenter: str
     checkpoint: Path | None
     prefect: bool | None
+    train_indication: str = TRAIN_INDICATION
+    train_tiles: int = 8
 
 
 class StepFailed(HistocurateError):
@@ -100,38 +105,32 @@ def campaign_truth_path(workspace: Workspace) -> Path:
     return workspace.synthetic / "truth_campaign.parquet"
 
 
-def _annotation_campaign(options: DemoOptions, ws: str, flag: list[str]) -> None:
-    """Export the selection to a sandbox Cytomine, annotate it, import the clicks."""
+def _annotation_campaign(
+    options: DemoOptions, ws: str, flag: list[str], *, project: str, indication: str, k: int
+) -> None:
+    """Export one indication's selection to a sandbox Cytomine project (``k`` of the 9
+    simulated pathologists per tile), annotate it, import the clicks."""
     from data_schema import ASSIGNMENTS, SELECTION, TRUTH_TILES
     from histocurate.demo.annotation import annotate, running_sandbox
-    from histocurate.io import read_table, write_table
+    from histocurate.io import partition_path, read_table, write_table
 
     workspace = Workspace(options.workspace.resolve())
-    selected = set(read_table(workspace.selection, SELECTION)["tile_id"])
+    selection = partition_path(workspace.selection, indication)
+    selected = set(read_table(selection, SELECTION)["tile_id"])
     truth = read_table(workspace.truth_tiles, TRUTH_TILES)
     truth = truth[truth["tile_id"].isin(selected)]
     write_table(truth, selected_truth_path(workspace), TRUTH_TILES)
     with running_sandbox(db_path=workspace.root / "cytomine-sandbox.db") as sandbox:
         annotators = ",".join(sandbox.annotators)
         with _cytomine_environment(sandbox.env()):
-            _cli(
-                "export",
-                "-w",
-                ws,
-                "--project",
-                DEMO_PROJECT,
-                "--indication",
-                options.indication,
-                "--annotators",
-                annotators,
-                "--k",
-                str(options.annotators_per_tile),
-                *flag,
-            )
-            console.rule("[bold]simulated pathologists annotate on the sandbox")
-            result = annotate(sandbox, project=DEMO_PROJECT, truth=truth, seed=0)
+            _cli("export", "-w", ws, "--project", project, "--indication", indication,
+                 "--annotators", annotators, "--k", str(k), *flag)  # fmt: skip
+            console.rule(f"[bold]simulated pathologists annotate {project} on the sandbox")
+            result = annotate(sandbox, project=project, truth=truth, seed=0)
             console.print(f"{len(result.clicks)} clicks by {len(result.posted)} annotators")
-            _cli("import", "-w", ws, "--project", DEMO_PROJECT, *flag)
+            _cli("import", "-w", ws, "--project", project, *flag)
+    if project != DEMO_PROJECT:
+        return
     assigned = read_table(workspace.assignments, ASSIGNMENTS, columns=["project", "tile_id"])
     campaign = set(assigned.loc[assigned["project"] == DEMO_PROJECT, "tile_id"])
     everything = read_table(workspace.truth_tiles, TRUTH_TILES)
@@ -171,9 +170,13 @@ def demo_steps(options: DemoOptions) -> list[tuple[str, Callable[[], None]]]:
         "--labels",
         str(workspace.truth_tiles),
     ]
-    segment = ["segment", "-w", ws, "--project", DEMO_PROJECT, "--segmenter", options.segmenter]
+    segment = ["segment", "-w", ws, "--segmenter", options.segmenter]
     if options.checkpoint is not None:
         segment += ["--checkpoint", str(options.checkpoint)]
+    select_train = ["select", "-w", ws, "--indication", options.train_indication,
+                    "--n-tiles", str(options.train_tiles), "--n-uncertain", "0",
+                    "--labels", str(workspace.truth_tiles)]  # fmt: skip
+    build = ["dataset", "build", "-w", ws, "--folds", "2"]
     evaluate = [
         "evaluate",
         "-w",
@@ -191,11 +194,21 @@ def demo_steps(options: DemoOptions) -> list[tuple[str, Callable[[], None]]]:
         ("embed", lambda: _cli("embed", "-w", ws, "--encoder", "builtin", *flag)),
         ("truth in tiles", lambda: console.print(f"{write_truth_tiles(workspace)} nuclei")),
         ("select", lambda: _cli(*select, *flag)),
-        ("annotate", lambda: _annotation_campaign(options, ws, flag)),
-        ("segment", lambda: _cli(*segment, *flag)),
+        ("annotate", lambda: _annotation_campaign(options, ws, flag, project=DEMO_PROJECT,
+                                                  indication=options.indication,
+                                                  k=options.annotators_per_tile)),
+        ("segment", lambda: _cli(*segment, "--project", DEMO_PROJECT, *flag)),
         ("consensus", lambda: _cli("consensus", "-w", ws, "--project", DEMO_PROJECT, *flag)),
         ("evaluate", lambda: _cli(*evaluate, "--tile-size", _tile_px(workspace), *flag)),
-    ]
+        ("validation dataset", lambda: _cli(*build, "--name", VAL_DATASET, "--project",
+                                            DEMO_PROJECT, "--source", "consensus", *flag)),
+        ("select (training)", lambda: _cli(*select_train, *flag)),
+        ("annotate (training)", lambda: _annotation_campaign(
+            options, ws, flag, project=TRAIN_PROJECT, indication=options.train_indication, k=1)),
+        ("segment (training)", lambda: _cli(*segment, "--project", TRAIN_PROJECT, *flag)),
+        ("training dataset", lambda: _cli(*build, "--name", TRAIN_DATASET, "--project",
+                                          TRAIN_PROJECT, "--source", "masks", *flag)),
+    ]  # fmt: skip
 
 
 def check_segmenter(workspace: Path, segmenter: str, checkpoint: Path | None) -> None:
