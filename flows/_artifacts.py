@@ -85,15 +85,20 @@ def inline_image(path: Path, *, width: int = 720) -> str:
 
 
 def report_markdown(report: Report, *, max_images: int = 6) -> str:
-    """The report as markdown with at most ``max_images`` of its pictures inline."""
+    """The report as markdown with at most ``max_images`` of its pictures inline, right
+    after its summary (before the long tables: what a reviewer looks at first)."""
     markdown = report.to_markdown()
     shown = [Path(p) for p in report.images if Path(p).is_file()][:max_images]
-    if shown:
-        pictures = "\n\n".join(f"**{p.stem}**\n\n{inline_image(p)}" for p in shown)
-        markdown += "\n## Pictures\n\n" + pictures
-        if len(report.images) > len(shown):
-            markdown += f"\n\n_{len(report.images) - len(shown)} more in the workspace_"
-    return markdown
+    if not shown:
+        return markdown
+    pictures = "\n\n".join(f"**{p.stem}**\n\n{inline_image(p)}" for p in shown)
+    if len(report.images) > len(shown):
+        pictures += f"\n\n_{len(report.images) - len(shown)} more in the workspace_"
+    section = f"## Pictures\n\n{pictures}\n\n"
+    at = markdown.find("\n## ")
+    if at < 0:
+        return f"{markdown}\n{section}"
+    return f"{markdown[: at + 1]}{section}{markdown[at + 1 :]}"
 
 
 def publish(report: Report, *, key: str, max_images: int = 6) -> None:

@@ -75,11 +75,14 @@ class PipelineRun:
         changed = changed_files(self.before, workspace_files(self.workspace))
         lines = [f"- **{stage}**: {status_of(run)}" for stage, run in self.stages.items()]
         if changed:
-            verdict = f"{len(changed)} file(s) of the workspace changed: {listed(changed, 20)}"
+            verdict = f"{len(changed)} file(s) of the workspace changed"
+            logger.info("%s: %s: %s", self.name, verdict, listed(changed, 5))
+            files = ["", *[f"- `{p}`" for p in changed[:50]]]
+            files += [f"- _and {len(changed) - 50} more_"] if len(changed) > 50 else []
         else:
-            verdict = "nothing new: no file of the workspace changed"
-        logger.info("%s: %s", self.name, verdict)
-        markdown = "\n".join([f"# {self.name}", "", *lines, "", verdict, ""])
+            verdict, files = "nothing new: no file of the workspace changed", []
+            logger.info("%s: %s", self.name, verdict)
+        markdown = "\n".join([f"# {self.name}", "", *lines, "", verdict, *files, ""])
         create_markdown_artifact(key=artifact_key(f"{self.name}-summary"), markdown=markdown,
                                  description=f"{self.name}: {verdict}")  # fmt: skip
         return {**self.stages, "changed_files": changed}

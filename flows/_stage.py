@@ -221,11 +221,19 @@ def finish(run: StageRun, *, key: str) -> StageRun | State:
     _log_run(run)
     context = FlowRunContext.get()
     project = _campaign_of(run)
-    if context is not None and context.flow is not None and context.flow_run and project:
+    if context is not None and context.flow is not None and context.flow_run is not None:
+        parameters = context.parameters or {}
+        found = [f"campaign:{tag_value(project)}"] if project else []
         name = None
-        if project not in context.flow_run.name:
-            name = run_name_for(context.flow.name, context.parameters or {}, subject=project)
-        set_run_tags_and_name([f"campaign:{tag_value(project)}"], name)
+        if context.flow.flow_run_name is None:  # a plain @flow: name and tag it here
+            workspace = parameters.get("workspace")
+            found = stage_tags(run.stage, workspace=workspace if isinstance(workspace, str)
+                               else None, campaign=project)  # fmt: skip
+            name = run_name_for(context.flow.name, parameters, subject=project)
+        elif project and project not in context.flow_run.name:
+            name = run_name_for(context.flow.name, parameters, subject=project)
+        if found or name:
+            set_run_tags_and_name(found, name)
     if run.failed:
         listed = "; ".join(for_this_run(line) for line in run.failure_lines()[:5])
         more = f" (and {len(run.failed) - 5} more)" if len(run.failed) > 5 else ""
