@@ -78,7 +78,7 @@ def evaluate(
         ),
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="With --model: the dataset NAME[@VERSION] (its truth).")
+        str | None, typer.Option(help="With --model: the dataset NAME or NAME@VERSION (its truth).")
     ] = None,
     fold: Annotated[
         int | None,

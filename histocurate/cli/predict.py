@@ -23,12 +23,12 @@ def predict(
     checkpoint: Annotated[
         str,
         typer.Option(
-            help="Checkpoint file (ours or a HistoPLUS state dict), or a run under runs/."
+            help="Checkpoint file (ours or a bare HistoPLUS state dict), or a run name in runs/."
         ),
     ],
     dataset: Annotated[
         str | None,
-        typer.Option(help="Dataset NAME[@VERSION]: predict its tiles (stored beside it)."),
+        typer.Option(help="Dataset NAME or NAME@VERSION: predict its tiles (stored beside it)."),
     ] = None,
     slides: Annotated[
         str | None,

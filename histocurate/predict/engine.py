@@ -71,7 +71,10 @@ class Engine:
         """uint8 (H, W, 3) images of one size -> per image (NP prob, HV, NT probs) as
         float16 arrays, and whether every output value is finite."""
         loaded = self.loaded
-        batch = torch.from_numpy(np.stack(images)).to(loaded.device, non_blocking=True)
+        host = torch.from_numpy(np.stack(images))
+        if loaded.device.type == "cuda":
+            host = host.pin_memory()  # the copy runs asynchronously from pinned memory
+        batch = host.to(loaded.device, non_blocking=True)
         batch = batch.permute(0, 3, 1, 2)
         with loaded.lock, torch.inference_mode(), autocast(loaded.device, self.precision):
             x = loaded.model.normalise(batch)

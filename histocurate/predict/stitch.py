@@ -8,10 +8,12 @@ Rules, in order:
 2. Ranking, best first: whole before cut; then the *owner* (its window's core holds its
    centroid); then the deepest inside its window (distance of its box to the window's
    edges that have a neighbour); then window and row order (deterministic).
-3. Duplicates: outlines of different windows that overlap by at least half of the smaller
-   one (a tenth when one of them is cut: a cut piece and the rest of its nucleus seen from
-   the next window share only the overlap band) are the same nucleus; they are found with
-   an STRtree on the boxes, then exact intersections. Non-maximum suppression keeps the
+3. Duplicates: outlines of different windows are the same nucleus when either one's
+   centroid lies inside the other (two windows' outlines of a nucleus nearly coincide, a
+   cut piece lies inside the whole; two distinct nuclei never hold each other's centre),
+   or, for two cut pieces, when they overlap by a tenth of the smaller; they are found with
+   STRtrees (centroids in boxes; boxes of cut pieces), then exact point-in-outline tests
+   and intersections. Non-maximum suppression keeps the
    best ranked of each group: a nucleus counts once, and one cut in its owner window is
    taken from the window where it lies whole. A nucleus cut in every window that sees it
    (wider than twice the margin) is kept once, as its owner's piece (``partial``). Nuclei
@@ -33,8 +35,7 @@ import shapely
 from histocurate.predict.windows import WindowGrid
 from histocurate.predict.worker import WindowCells
 
-DUPLICATE_OVERLAP = 0.5  # share of the smaller outline: above, two outlines are one nucleus
-CUT_OVERLAP = 0.1  # the same when one of the two is cut by its window
+CUT_OVERLAP = 0.1  # two cut pieces overlapping by this share of the smaller: one nucleus
 
 
 @dataclass
@@ -74,37 +75,48 @@ def _concat(parts: Sequence[WindowCells], n_classes: int) -> dict[str, np.ndarra
     return out
 
 
-def _conflicts(
-    bbox: np.ndarray,
-    window: np.ndarray,
-    wkb: np.ndarray,
-    area: np.ndarray,
-    cut: np.ndarray,
-    idx: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (a, b) of rows of ``idx`` from different windows whose outlines overlap by at
-    least `DUPLICATE_OVERLAP` of the smaller one (`CUT_OVERLAP` when one is cut)."""
-    if idx.size < 2:
+def _pairs(tree_of: np.ndarray, query: np.ndarray, predicate: str) -> tuple[np.ndarray, ...]:
+    """(query row, tree row) pairs of two geometry arrays (STRtree bulk query)."""
+    if not tree_of.size or not query.size:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    boxes = shapely.box(*bbox[idx].T)
-    tree = shapely.STRtree(boxes)
-    a, b = tree.query(boxes, predicate="intersects")
-    keep = (a < b) & (window[idx[a]] != window[idx[b]])
-    a, b = idx[a[keep]], idx[b[keep]]
-    need = np.where(cut[a] | cut[b], CUT_OVERLAP, DUPLICATE_OVERLAP)
-    need = need * np.minimum(area[a], area[b])
-    # the boxes' overlap bounds the outlines' overlap: most pairs are neighbours that touch
-    bw = np.minimum(bbox[a, 2], bbox[b, 2]) - np.maximum(bbox[a, 0], bbox[b, 0])
-    bh = np.minimum(bbox[a, 3], bbox[b, 3]) - np.maximum(bbox[a, 1], bbox[b, 1])
-    maybe = (bw * bh >= need) & (need > 0)
-    a, b, need = a[maybe], b[maybe], need[maybe]
-    if not a.size:
-        return a, b
-    rows, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
-    geoms = shapely.make_valid(shapely.from_wkb(wkb[rows]))
-    ga, gb = geoms[inverse[: a.size]], geoms[inverse[a.size :]]
-    same = shapely.area(shapely.intersection(ga, gb)) >= need
-    return a[same], b[same]
+    found = shapely.STRtree(tree_of).query(query, predicate=predicate)
+    return found[0], found[1]
+
+
+def _conflicts(
+    c: dict[str, np.ndarray], cut: np.ndarray, idx: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Pairs (a, b) of rows of ``idx`` (different windows) that are one nucleus:
+
+    - either centroid lies inside the other's outline (two windows' outlines of a nucleus
+      nearly coincide, or one is a piece of the other; distinct nuclei never hold each
+      other's centre): found as the centroids inside each other's box (an STRtree of the
+      centroids queried by the boxes), then exact point-in-outline tests;
+    - two cut pieces: their outlines overlap by `CUT_OVERLAP` of the smaller one at least
+      (pieces of one wide nucleus cut by two windows: neither need hold the other's centre).
+    """
+    bbox, window, area = c["bbox"], c["window"], c["area"]
+    boxes = shapely.box(*bbox[idx].T) if idx.size else np.zeros(0, object)
+    qa, tb = _pairs(shapely.points(c["x"][idx], c["y"][idx]), boxes, "intersects")
+    a, b = idx[qa], idx[tb]
+    keep = window[a] != window[b]
+    a, b = a[keep], b[keep]
+    rows, inverse = np.unique(a, return_inverse=True)
+    geoms = shapely.from_wkb(c["wkb"][rows]) if rows.size else rows
+    inside = shapely.contains_xy(geoms[inverse], c["x"][b], c["y"][b]) if a.size else a
+    a, b = a[inside.astype(bool)], b[inside.astype(bool)]
+    pieces = idx[cut[idx]]
+    qa, tb = _pairs(boxes[cut[idx]], boxes[cut[idx]], "intersects") if pieces.size else (a[:0],) * 2
+    pa, pb = pieces[qa], pieces[tb]
+    keep = (pa < pb) & (window[pa] != window[pb])
+    pa, pb = pa[keep], pb[keep]
+    if pa.size:
+        ga = shapely.make_valid(shapely.from_wkb(c["wkb"][pa]))
+        gb = shapely.make_valid(shapely.from_wkb(c["wkb"][pb]))
+        need = CUT_OVERLAP * np.minimum(area[pa], area[pb])
+        same = shapely.area(shapely.intersection(ga, gb)) >= need
+        pa, pb = pa[same], pb[same]
+    return np.concatenate([a, pa]), np.concatenate([b, pb])
 
 
 def suppress(rank: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -185,7 +197,7 @@ def stitch(
         & (bbox[:, 3] <= core[:, 3] - m)
     )
     area = c["area"]
-    a, b = _conflicts(bbox, c["window"], c["wkb"], area, cut, np.flatnonzero(~alone))
+    a, b = _conflicts(c, cut, np.flatnonzero(~alone))
     order = np.lexsort((np.arange(n), c["window"], -depth, ~owner, cut))  # best first
     rank = np.empty(n, np.int64)
     rank[order] = n - np.arange(n)

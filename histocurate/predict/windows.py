@@ -12,7 +12,7 @@ they were validated on. The margin is 16 um: a nucleus centred in a core reaches
 radius (under 10 um even for large tumour nuclei) beyond it, so it lies whole in the window,
 and pixels within 16 um of a window edge (where the convolutions see padding) only serve
 as context. Larger windows would waste fewer margin pixels (30 % of the pixels at 784 px,
-23 % at 1036 px) but move further from the 448 px the model was trained on.
+25 % at 1036 px) but move further from the 448 px the model was trained on.
 
 >>> g = window_geometry(window_um=196, margin_um=16, mpp=0.25, patch=14)
 >>> g.window_px, g.margin_px, g.core_px
