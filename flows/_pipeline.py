@@ -27,6 +27,7 @@ from flows._artifacts import artifact_key
 from flows._naming import group_tags, listed, set_run_tags_and_name
 from flows._params import checked_workspace
 from flows._stage import _FROM_DEPLOYMENT, from_deployment
+from histocurate.errors import HistocurateError
 
 Snapshot = dict[str, tuple[int, int]]
 
@@ -60,6 +61,10 @@ def status_of(run: Any) -> str:
     return line() if callable(line) else str(run)
 
 
+class StageFailed(HistocurateError):
+    """A stage of a pipeline ended Failed (its items failed): the pipeline stops there."""
+
+
 @dataclass
 class PipelineRun:
     """The frame `pipeline_run` gives a pipeline body."""
@@ -68,6 +73,18 @@ class PipelineRun:
     workspace: Path
     before: Snapshot
     stages: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, stage: str, flow_fn: Any, /, **parameters: Any) -> Any:
+        """Run ``flow_fn`` as the subflow of ``stage``; its run object. A stage whose items
+        failed stops the pipeline with its message; an error of the stage is re-raised."""
+        state = flow_fn(**parameters, return_state=True)
+        data = state.result(raise_on_failure=False)
+        if isinstance(data, BaseException):
+            raise data
+        self.stages[stage] = data
+        if state.is_failed():
+            raise StageFailed(f"stage {stage} failed, the pipeline stopped: {state.message}")
+        return data
 
     def finish(self) -> dict[str, Any]:
         """Log and publish the summary of the stages run; return their run objects."""

@@ -51,7 +51,7 @@ from flows._params import checked_workspace, name_parameters
 from flows._tasks import machine_workers, stage_task_runner, task_mapper, uses_gpu
 from histocurate.config import HistocurateConfig, load_config
 from histocurate.errors import UserInputError
-from histocurate.runs import Mapper, StageRun
+from histocurate.runs import Mapper, Report, StageRun
 
 __all__ = [
     "artifact_key",
@@ -194,17 +194,16 @@ def stage_run(
             raise
 
 
-def _log_run(run: StageRun) -> None:
+def _log_run(run: StageRun, report: Report) -> None:
     logger = get_run_logger()
-    report = run.report()
     for line in report.summary:
         logger.info("%s", line)
     if run.skipped:
         names = [o.item for o in run.skipped]
         logger.info("%d up to date (not redone): %s", len(names), listed(names))
-    failed = {str(o) for o in run.failed}
+    failed = {for_this_run(str(o)) for o in run.failed}
     for warning in report.warnings:
-        logger.warning("%s%s", "item failed: " if warning in failed else "", for_this_run(warning))
+        logger.warning("%s%s", "item failed: " if warning in failed else "", warning)
     logger.info("%s: %s", run.stage, run.status_line())
 
 
@@ -217,8 +216,10 @@ def finish(run: StageRun, *, key: str) -> StageRun | State:
     """Publish and log the run; end the flow Failed (run attached) when items failed."""
     from prefect.context import FlowRunContext
 
-    publish(run.report(), key=key)
-    _log_run(run)
+    report = run.report()
+    report.warnings = [for_this_run(w) for w in report.warnings]
+    publish(report, key=key)
+    _log_run(run, report)
     context = FlowRunContext.get()
     project = _campaign_of(run)
     if context is not None and context.flow is not None and context.flow_run is not None:

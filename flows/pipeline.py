@@ -54,14 +54,14 @@ def prepare_campaign_flow(
     """
     with pipeline_run("prepare-campaign", workspace, campaign=project,
                       indication=indication) as pipeline:  # fmt: skip
-        stages = pipeline.stages
-        stages["tile"] = tile_flow(workspace, overrides=overrides)
-        stages["embed"] = embed_flow(workspace, encoder=encoder, overrides=overrides)
-        stages["select"] = select_flow(workspace, indication=indication, n_tiles=n_tiles,
-                                       n_uncertain=n_uncertain, overrides=overrides)  # fmt: skip
+        pipeline.run("tile", tile_flow, workspace=workspace, overrides=overrides)
+        pipeline.run("embed", embed_flow, workspace=workspace, encoder=encoder,
+                     overrides=overrides)  # fmt: skip
+        pipeline.run("select", select_flow, workspace=workspace, indication=indication,
+                     n_tiles=n_tiles, n_uncertain=n_uncertain, overrides=overrides)  # fmt: skip
         if project is not None:
-            stages["export"] = export_flow(workspace, project=project, indication=indication,
-                                           annotators=annotators, k=k)  # fmt: skip
+            pipeline.run("export", export_flow, workspace=workspace, project=project,
+                         indication=indication, annotators=annotators, k=k)  # fmt: skip
         return pipeline.finish()
 
 
@@ -77,8 +77,9 @@ def refresh_annotations_flow(
         overrides: Any other setting, nested like histocurate.toml (given to every stage).
     """
     with pipeline_run("refresh-annotations", workspace, campaign=project) as pipeline:
-        stages = pipeline.stages
-        stages["import"] = import_flow(workspace, project=project)
-        stages["segment"] = segment_flow(workspace, project=project, overrides=overrides)
-        stages["consensus"] = consensus_flow(workspace, project=project, overrides=overrides)
+        pipeline.run("import", import_flow, workspace=workspace, project=project)
+        pipeline.run("segment", segment_flow, workspace=workspace, project=project,
+                     overrides=overrides)  # fmt: skip
+        pipeline.run("consensus", consensus_flow, workspace=workspace, project=project,
+                     overrides=overrides)  # fmt: skip
         return pipeline.finish()

@@ -71,17 +71,17 @@ def logs_to_api() -> Iterator[None]:
         yield
 
 
-def _run_logs(flow_run_id: Any, *, expect: str) -> list[tuple[int, str]]:
+def _run_logs(flow_run_id: Any, *, expect: str) -> list[tuple[int, str, Any]]:
     """The logs of a flow run and its tasks, as the UI shows them (waits for ``expect``)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter
 
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, str, Any]] = []
     for _ in range(50):
         with get_client(sync_client=True) as client:
             logs = client.read_logs(LogFilter(flow_run_id={"any_": [flow_run_id]}))
-        found = [(log.level, log.message) for log in logs]
-        if any(expect in message for _, message in found):
+        found = [(log.level, log.message, log.task_run_id) for log in logs]
+        if any(expect in message for _, message, _ in found):
             break
         time.sleep(0.2)
     return found
@@ -107,10 +107,12 @@ def test_tasks_are_bounded_named_retried_only_when_transient_and_logged(
     assert set(runs) == {"probe-flaky", "probe-input", "probe-a", "probe-b", "probe-c"}
     assert runs["probe-flaky"].run_count == 2 and runs["probe-input"].run_count == 1
     assert set(runs["probe-a"].tags) >= {"histocurate-probe", "stage:probe", "workspace:ws"}
-    logs = [m for _, m in _run_logs(state.state_details.flow_run_id, expect="working on c")]
+    found = _run_logs(state.state_details.flow_run_id, expect="working on c")
+    logs = [m for _, m, _ in found]
     assert "histocurate.probe: working on a" in logs  # histocurate's records, in the run's logs
     assert any(m.startswith("probe: 5 task(s), 2 at a time") for m in logs)
-    assert "Finished in state Completed()" not in logs  # per-task noise left out
+    of_tasks = [m for _, m, task in found if task is not None]
+    assert "Finished in state Completed()" not in of_tasks  # per-task noise left out
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -139,11 +141,12 @@ def webhook() -> Iterator[str]:
 def test_a_failed_stage_is_red_named_tagged_reported_and_announced(
     tmp_path: Path, prefect_harness: None, webhook: str, logs_to_api: None
 ) -> None:
-    from prefect.artifacts import Artifact
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter
     from prefect.states import StateType
 
+    from flows.pipeline import prepare_campaign_flow
     from flows.tile import tile_flow
 
     CustomWebhookNotificationBlock(
@@ -172,10 +175,21 @@ def test_a_failed_stage_is_red_named_tagged_reported_and_announced(
     for earlier, later in itertools.pairwise(tasks):
         assert later.start_time >= earlier.end_time  # task_workers = 1: one after the other
     logs = _run_logs(run.id, expect="tile: 2 items done, 0 up to date, 1 failed")
-    assert any(level == logging.WARNING and m.startswith("item failed: bad:") for level, m in logs)
-    progress = Artifact.get("tile-progress")
-    assert progress is not None and float(progress.data) == 100.0  # type: ignore[arg-type]
-    report = Artifact.get("tile-report")
-    assert report is not None and "data:image/jpeg;base64," in str(report.data)  # overlays
+    warned = [m for level, m, _ in logs if level == logging.WARNING]
+    assert any(m.startswith("item failed: bad:") for m in warned)
+    with get_client(sync_client=True) as client:
+        mine = ArtifactFilter(flow_run_id={"any_": [run.id]})
+        artifacts = {a.key: a for a in client.read_artifacts(artifact_filter=mine)}
+    assert float(artifacts["tile-progress"].data) == 100.0  # type: ignore[arg-type]
+    assert "data:image/jpeg;base64," in str(artifacts["tile-report"].data)  # overlays inline
     assert _Hook.received and "tile failed" in _Hook.received[-1]["text"]
     assert "bad:" in _Hook.received[-1]["text"]
+
+    # in a pipeline the failed stage stops it: the parent fails with the stage's message and
+    # sends the one notice (the stage, now a subflow, only logs)
+    notices = len(_Hook.received)
+    parent = prepare_campaign_flow(str(ws), indication="LUAD", return_state=True)
+    assert parent.is_failed()
+    assert "stage tile failed, the pipeline stopped: 1 item(s) failed: bad:" in parent.message
+    assert len(_Hook.received) == notices + 1
+    assert "prepare-campaign failed" in _Hook.received[-1]["text"]
