@@ -102,6 +102,13 @@ def test_which_predictions_and_when_they_are_stale(ws: Path) -> None:
         prediction_annotations(Workspace(ws), cfg, tiles)
 
 
+def test_labels_and_labels_from_predictions_are_exclusive(ws: Path) -> None:
+    overrides = {"predict": {"selection_labels_from": "predictions"},
+                 "selection": {"labels": str(ws / "truth.csv")}}  # fmt: skip
+    with pytest.raises(UserInputError, match="give one of them"):
+        read_annotations(Workspace(ws), load_config(ws, overrides, environ={}), tiles_frame())
+
+
 def test_no_predictions_says_what_to_run(tmp_path: Path) -> None:
     root = tmp_path / "empty"
     init_workspace(root, load_config(root, environ={}, require_file=False))

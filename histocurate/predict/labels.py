@@ -57,6 +57,11 @@ def prediction_annotations(
 ) -> tuple[pd.DataFrame, np.ndarray, str]:
     """(tile_id + label rows of the (tile, type) pairs meeting the threshold, every tile of
     the predicted slides, a description of the source) for `presence_labels`."""
+    if config.selection.labels is not None:
+        raise UserInputError(
+            f"presence labels from --labels {config.selection.labels} and from the model's "
+            "predictions (--labels-from predictions): give one of them"
+        )
     model = choose_model(workspace.root, config.predict.selection_labels_from)
     out = SlidePredictions(workspace.root, model)
     slides = sorted(set(tiles["slide_id"]))

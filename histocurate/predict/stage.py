@@ -81,11 +81,11 @@ class PredictRun(StageRun):
 
     def report(self) -> Report:
         out = SlidePredictions(self.workspace, self.model)
-        what = f"dataset {self.dataset}" if self.dataset else f"{len(self.outcomes)} slide(s)"
+        what = f"dataset {self.dataset}" if self.dataset else "slide(s)"
         summary = [
-            f"{int(self.total())} cells from {len(self.done)} {what.split(' ', 1)[0]} item(s) "
-            f"done, {len(self.skipped)} up to date, {len(self.failed)} failed "
-            f"({self.seconds:.1f} s); model {self.model} ({self.checkpoint})",
+            f"{int(self.total())} cells; {what}: {len(self.done)} done, {len(self.skipped)} up "
+            f"to date, {len(self.failed)} failed ({self.seconds:.1f} s); model {self.model} "
+            f"({self.checkpoint})",
         ]
         spent = {k: self.total(k) for k in TIME_KEYS}
         if any(spent.values()):
