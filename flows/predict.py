@@ -78,7 +78,9 @@ def predict_new_slides_flow(
     from flows.tile import tile_flow
 
     tile_flow(workspace, overrides=overrides, return_state=True)  # a bad slide: the others go on
-    return predict_flow(workspace, checkpoint=checkpoint, overrides=overrides)
+    state: Any = predict_flow(workspace, checkpoint=checkpoint, overrides=overrides,
+                              return_state=True)  # fmt: skip
+    return state if state.is_failed() else state.result()  # failed slides fail this run too
 
 
 @stage_flow("evaluate-models")

@@ -46,7 +46,7 @@ def test_predict_flow_matches_the_plain_run(
     from prefect.artifacts import Artifact
 
     from flows._stage import run_flow
-    from flows.predict import predict_flow
+    from flows.predict import predict_flow, predict_new_slides_flow
 
     info = CheckpointInfo(classes=("cancer_cell", "lymphocyte", "eosinophil"),
                           colours=("#ff0000",) * 3, mpp=0.25, tile_size=224, mean=(0, 0, 0),
@@ -71,3 +71,7 @@ def test_predict_flow_matches_the_plain_run(
     report = Artifact.get("predict-report")
     assert report is not None and "data:image/jpeg;base64" in str(report.data)
     assert "missing" in str(report.data)
+    # the nightly flow: nothing new to tile, slide a up to date
+    nightly = run_flow(predict_new_slides_flow, workspace=str(flow),
+                       checkpoint=str(flow / "m.pt"), overrides=SETTINGS)  # fmt: skip
+    assert [(o.item, o.status) for o in nightly.outcomes] == [("a", "skipped")]
