@@ -36,7 +36,7 @@ def _torchrun(
     names = [base if len(folds) == 1 else f"{base}-f{k}" for k in folds]
 
     def once(_: str) -> ItemOutcome:
-        launch(nproc, [*arguments, "--run", base, "-w", str(config.workspace)], cwd=Path.cwd())
+        launch(nproc, [*arguments, "--run-name", base, "-w", str(config.workspace)], cwd=Path.cwd())
         return ItemOutcome("torchrun", "done")
 
     work = ItemWork(once, str, "train")

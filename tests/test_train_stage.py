@@ -63,7 +63,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "syn",
             "--fold",
             "0",
-            "--run",
+            "--run-name",
             "ok",
             *FAST,
             "--no-prefect",
@@ -112,7 +112,7 @@ def test_resume_trains_on_and_keeps_the_run(built: Path, tmp_path: Path) -> None
         (["--dataset", "nope", "--fold", "0"], "no dataset 'nope'"),
         (["--dataset", "syn", "--fold", "7"], "--fold 7 is not a fold of dataset syn@"),
         (["--dataset", "syn", "--fold", "0", "--cv"], "either --fold K"),
-        (["--dataset", "syn", "--fold", "0", "--run", "ok"], "run folder(s) ok exist"),
+        (["--dataset", "syn", "--fold", "0", "--run-name", "ok"], "run folder(s) ok exist"),
     ],
 )
 def test_bad_dataset_or_fold(
@@ -169,13 +169,13 @@ def test_fine_tuning_maps_classes_or_refuses(
 ) -> None:
     ckpt = _checkpoint(tmp_path / "two.pt", ["lymphocyte", "Cancer cell"])
     args = ["--dataset", "syn", "--fold", "2", *FAST, "--weights", str(ckpt)]
-    assert train(built, *args, "--run", "refused") == 2
+    assert train(built, *args, "--run-name", "refused") == 2
     err = flat(capsys.readouterr().err)
     assert "are not classes of the checkpoint" in err and "'fibroblast'" in err
     assert "cancer_cell <- Cancer cell" in err and "new_classes" in err
     assert not (built / "runs" / "refused" / "last.pt").exists()
     monkeypatch.setenv("HISTOCURATE_TRAIN__NEW_CLASSES", "true")
-    assert train(built, *args, "--run", "tuned") == 0
+    assert train(built, *args, "--run-name", "tuned") == 0
     record = json.loads((built / "runs" / "tuned" / "config.json").read_text())
     assert "lymphocyte <- lymphocyte" in record["finetune"]["classes"]
     assert "fibroblast <- (new, random)" in record["finetune"]["classes"]
@@ -227,7 +227,7 @@ def test_out_of_memory_exits_2_with_the_batch_that_fits(
         return real(self, x)
 
     monkeypatch.setattr(CellViT, "forward", small)
-    assert train(built, "--dataset", "syn", "--fold", "1", *FAST, "--run", "oom") == 2
+    assert train(built, "--dataset", "syn", "--fold", "1", *FAST, "--run-name", "oom") == 2
     err = flat(capsys.readouterr().err)
     assert "micro-batches of 4 tiles" in err and "--micro-batch 2" in err
     assert not (built / "runs" / "oom" / "last.pt").exists()

@@ -182,7 +182,7 @@ class Trainer:
             precision=self.s.precision,
             batch=self.s.val_batch,
             channels_last=self.stepper.channels_last,
-            label_sets=self.s.label_sets,
+            workers=self.s.workers if self.ctx.device.type == "cuda" else 0,
         )
         self.last_validation = scores
         epoch = self.epoch - (self.step_in_epoch == 0)  # the epoch it follows

@@ -101,9 +101,10 @@ def validate(
     batch: int = 8,
     workers: int = 0,
     channels_last: bool = False,
-    label_sets: bool = False,
 ) -> dict[str, float]:
-    """Score ``model`` on ``tiles`` (items as `histocurate.dataset.NucleiDataset`'s)."""
+    """Score ``model`` on ``tiles`` (items as `histocurate.dataset.NucleiDataset`'s; the
+    label sets of undetermined nuclei count where the items carry a ``set_map``, whatever
+    the training did with them, so that runs with and without them compare)."""
     n = len(tiles)  # type: ignore[arg-type]
     mine = list(range(ctx.rank, n, ctx.world_size))
     items = {i: tiles[i] for i in mine}
@@ -123,7 +124,7 @@ def validate(
             for k, index in enumerate(group):
                 item = items[index]
                 pred_inst, cells = futures[k].result()
-                sets = item.get("set_map") if label_sets else None
+                sets = item.get("set_map")
                 tile = ValTile(
                     tile_id=str(item["tile_id"]),
                     mpp=float(item["mpp"]),

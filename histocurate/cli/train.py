@@ -114,9 +114,11 @@ def train(
     resume: Annotated[
         str | None, typer.Option(help="Continue run RUN (folder under runs/) exactly.")
     ] = None,
-    run: Annotated[
+    run_name: Annotated[
         str | None,
-        typer.Option("--run", help="Run folder name (default: dataset, fold, preset and time)."),
+        typer.Option(
+            "--run-name", help="Run folder name (default: dataset, fold, preset and time)."
+        ),
     ] = None,
     label_sets: Annotated[
         bool | None,
@@ -181,7 +183,7 @@ def train(
         "cv": cv,
         "preset": preset,
         "resume": resume,
-        "run": run,
+        "run": run_name,
         "overrides": overrides,
     }
 
@@ -190,7 +192,13 @@ def train(
 
         if rank:
             return run_train(
-                config, dataset=dataset, fold=fold, cv=cv, preset=preset, resume=resume, run=run
+                config,
+                dataset=dataset,
+                fold=fold,
+                cv=cv,
+                preset=preset,
+                resume=resume,
+                run=run_name,
             )
         with TrainProgress() as progress:
             return run_train(
@@ -200,7 +208,7 @@ def train(
                 cv=cv,
                 preset=preset,
                 resume=resume,
-                run=run,
+                run=run_name,
                 progress=progress,
             )
 

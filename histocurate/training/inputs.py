@@ -120,9 +120,12 @@ def patch_of(settings: TrainSettings) -> int:
 
 
 def input_size(settings: TrainSettings, choice: DatasetChoice, tile: int, patch: int) -> int:
-    """The model's input side: the settings' (or the tiles' side, rounded down to a
-    multiple of the patch); tiles smaller than it are refused."""
-    wanted = settings.tile_size or tile // patch * patch
+    """The model's input side: the settings' (or the tiles' side), at most the crop,
+    rounded down to a multiple of the patch; tiles smaller than it are refused."""
+    wanted = settings.tile_size or tile
+    if settings.crop is not None:
+        wanted = min(wanted, settings.crop, tile)
+    wanted = wanted // patch * patch
     if wanted < patch or wanted % patch:
         raise UserInputError(f"input size {wanted} px is not a multiple of the patch {patch}")
     if tile < wanted:
@@ -160,7 +163,7 @@ def train_data(
     """The training folds (all but ``val_fold``) and the held-out one, ready for the loop."""
     others = [f for f in choice.folds if f != val_fold]
     train = NucleiDataset(choice.path, folds=others, label_sets=settings.label_sets)
-    val = NucleiDataset(choice.path, folds=[val_fold], label_sets=settings.label_sets)
+    val = NucleiDataset(choice.path, folds=[val_fold], label_sets=True)  # scored the same
     if len(train) == 0:
         raise UserInputError(f"dataset {choice.spec}: no training tile outside fold {val_fold}")
     size = input_size(settings, choice, smallest_side(train), patch)

@@ -11,7 +11,7 @@ for detection only otherwise). Summary:
 - ``pq_pooled``, ``dq_pooled``, ``sq_pooled``: counts pooled over tiles (the evaluate
   stage's default);
 - ``f1_detection`` (pooled centroid pairing), ``f1_<class>`` per class, ``mf1`` their mean
-  over the classes present.
+  over the classes present in the truth.
 
 The model's channels 1..n are its classes; class_counts holds 13 slots, so up to 13 classes
 are scored (beyond, NaN).
@@ -29,6 +29,7 @@ import numpy as np
 from histocurate.cellvit.targets import IGNORE_TYPE
 from histocurate.cellvit.validate import ValTile
 from histocurate.metrics import (
+    CLASS_STATS,
     PanopticQuality,
     class_counts,
     classification_scores,
@@ -119,12 +120,14 @@ class ProjectMetrics:
             "sq_pooled": total.sq,
             "f1_detection": 2 * pairs / (n_true + n_pred) if n_true + n_pred else math.nan,
         }
-        f1 = classification_scores(np.sum([r.counts for r in records], axis=0))["f1"]
-        per_class = []
+        counts = np.sum([r.counts for r in records], axis=0)
+        f1 = classification_scores(counts)["f1"]
+        in_truth = counts[:, CLASS_STATS.index("n_true")] > 0
+        present = []
         for k, name in enumerate(self.classes):
             value = float(f1[k]) if k < N_CLASSES else math.nan
             out[f"f1_{name}"] = value
-            per_class.append(value)
-        present = [v for v in per_class if math.isfinite(v)]
+            if k < N_CLASSES and in_truth[k] and math.isfinite(value):
+                present.append(value)
         out["mf1"] = float(np.mean(present)) if present else math.nan
         return {k: float(v) for k, v in out.items()}

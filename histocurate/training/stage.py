@@ -121,7 +121,9 @@ SHOWN = ("epoch", "step", "bpq", "dq", "sq", "pq_pooled", "f1_detection", "mf1")
 
 def train_fold(plan: FoldPlan, *, progress: Progress | None = None) -> ItemOutcome:
     """Train (or resume) one run; its outcome carries the run's numbers."""
+    from histocurate.cellvit.checkpoint import load_checkpoint
     from histocurate.cellvit.finetune import new_model
+    from histocurate.cellvit.model import CellViT
     from histocurate.cellvit.rundir import RunDir, read_state
     from histocurate.cellvit.train import Trainer
     from histocurate.training.finetune import finetune_model, is_cellvit_checkpoint
@@ -146,17 +148,12 @@ def train_fold(plan: FoldPlan, *, progress: Progress | None = None) -> ItemOutco
         "device": str(ctx.device),
         "versions": _versions(),
     }
-    finetune = plan.weights is not None and is_cellvit_checkpoint(plan.weights)
-    patch = 14 if finetune else patch_of(settings)
-    data = train_data(settings, choice, plan.fold, patch=patch, train_config=record)
+    model: CellViT | None = None
     state = None
     if plan.resume:
-        from histocurate.cellvit.checkpoint import load_checkpoint
-
         state = read_state(run.last)["training"]
         model = load_checkpoint(run.last)[0].train()
-    elif finetune:
-        assert plan.weights is not None
+    elif plan.weights is not None and is_cellvit_checkpoint(plan.weights):
         model, mapping, mpp = finetune_model(
             plan.weights, choice.class_ids, new_classes=plan.new_classes
         )
@@ -166,7 +163,9 @@ def train_fold(plan: FoldPlan, *, progress: Progress | None = None) -> ItemOutco
             "dropped": mapping.dropped,
             "checkpoint_mpp": mpp,
         }
-    else:
+    patch = model.backbone.patch_size if model is not None else patch_of(settings)
+    data = train_data(settings, choice, plan.fold, patch=patch, train_config=record)
+    if model is None:
         model = new_model(
             settings,
             n_types=len(choice.classes),
@@ -280,7 +279,7 @@ def run_train(
         taken = [n for n in names if (root / n).exists()]
         if taken:
             raise UserInputError(
-                f"run folder(s) {', '.join(taken)} exist in {root}: choose another --run name, "
+                f"run folder(s) {', '.join(taken)} exist in {root}: choose another --run-name, "
                 "or --resume it"
             )
         plans = [
