@@ -51,6 +51,11 @@ STAGES: tuple[Stage, ...] = (
           "flows/annotation.py:push_consensus_flow", ()),
     Stage("dataset build", "histocurate.dataset", "histocurate.dataset.build:run_dataset_build",
           "dataset", "flows/dataset.py:dataset_flow", ("datasets/<name>/<version>/",)),
+    Stage("train", "histocurate.training", "histocurate.training.stage:run_train", "train",
+          "flows/train.py:train_flow", ("runs/<run>/",)),
+    Stage("predict", "histocurate.predict", "histocurate.predict.stage:run_predict", "predict",
+          "flows/predict.py:predict_flow",
+          ("cells.parquet/", "datasets/<name>/<version>/predictions/")),
     Stage("evaluate", "histocurate.metrics", "histocurate.metrics.stage:run_evaluate",
           "evaluate", "flows/evaluate.py:evaluate_flow", ("reports/evaluate/",)),
 )  # fmt: skip
