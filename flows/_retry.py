@@ -13,6 +13,9 @@ False
 >>> from histocurate.errors import UserInputError
 >>> is_transient(UserInputError("--n-tiles must be >= 1"))
 False
+>>> from histocurate.cytomine.client import CytomineUnreachable
+>>> is_transient(CytomineUnreachable("no answer after 20 s", transient=True))
+True
 >>> retry_delays(3, 10.0)
 [10.0, 20.0, 40.0]
 """
@@ -48,11 +51,11 @@ def _is_task_timeout(exc: BaseException) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` may not happen again if the same work is tried a little later."""
+    flag = getattr(exc, "transient", None)  # CytomineCallError / CytomineUnreachable: no answer
+    if isinstance(flag, bool):
+        return flag and not _is_task_timeout(exc)
     if isinstance(exc, UserInputError) or _is_task_timeout(exc):
         return False
-    flag = getattr(exc, "transient", None)  # e.g. CytomineCallError: no answer or 5xx
-    if isinstance(flag, bool):
-        return flag
     status = _http_status(exc)
     if status is not None:
         return status >= 500 or status == 429

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from histocurate.errors import UserInputError
@@ -212,6 +213,8 @@ class Report:
 
 def rounded(value: Any, digits: int = 3) -> Any:
     """A value as a table shows it: floats to ``digits`` significant decimals, NaN blank."""
+    if isinstance(value, np.generic):  # numpy scalars (float32 included) as Python values
+        value = value.item()
     if isinstance(value, float):
         if value != value:  # NaN
             return None

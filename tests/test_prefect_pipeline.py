@@ -26,12 +26,6 @@ def env(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.mark.prefect
-@pytest.mark.xfail(
-    strict=True,
-    reason="the segment stage rewrites campaigns/<p>/reports/segment/summary.json on a run "
-    "with nothing to do (histocurate/segment/stage.py run_segment -> write_summary); the "
-    "import and consensus stages already write nothing",
-)
 def test_second_night_without_new_clicks_changes_no_file(
     env: Any, tmp_path: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

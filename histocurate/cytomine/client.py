@@ -64,7 +64,15 @@ class CytomineAuthError(UserInputError):
 
 
 class CytomineUnreachable(UserInputError):
-    """The server does not answer, or not as Cytomine's API (wrong host, port, scheme)."""
+    """The server does not answer, or not as Cytomine's API (wrong host, port, scheme).
+
+    ``transient``: True when it did not answer at all (down, restarting): a scheduled run
+    retries that later; a wrong address or a web page instead of the API is never retried.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class CytominePermissionError(UserInputError):

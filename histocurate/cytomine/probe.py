@@ -42,10 +42,10 @@ class CytomineServerVersionError(UserInputError):
     """The server speaks an API this client cannot (an older signature scheme)."""
 
 
-def _unreachable(message: str) -> UserInputError:
+def _unreachable(message: str, *, transient: bool = False) -> UserInputError:
     from histocurate.cytomine.client import CytomineUnreachable
 
-    return CytomineUnreachable(message)
+    return CytomineUnreachable(message, transient=transient)
 
 
 def _redirect(base_url: str, response: requests.Response) -> UserInputError:
@@ -117,7 +117,8 @@ def wait_for_server(base_url: str, policy: RetryPolicy) -> str:
         attempt += 1
     raise _unreachable(
         f"Cytomine at {base_url} does not answer /server/ping ({why}, waited up to "
-        f"{policy.connect_deadline_s:.0f} s): is the server running and the host right?"
+        f"{policy.connect_deadline_s:.0f} s): is the server running and the host right?",
+        transient=True,
     )
 
 
@@ -188,5 +189,6 @@ def build_client(
             )
     raise _unreachable(
         f"Cytomine at {base_url} answers ping but not user/current.json after "
-        f"{policy.attempts} attempts ({f'HTTP {status}' if status else 'no answer'})"
+        f"{policy.attempts} attempts ({f'HTTP {status}' if status else 'no answer'})",
+        transient=True,
     )

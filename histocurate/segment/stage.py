@@ -283,7 +283,8 @@ def run_segment(
 
     result, seconds = timed(run)
     result.seconds = seconds
-    write_summary(Workspace.of(config), result)
+    if result.done or result.tiles_removed or result.failed:  # a run that did nothing
+        write_summary(Workspace.of(config), result)  # leaves every file as it was
     return result
 
 
