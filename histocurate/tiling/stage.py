@@ -42,6 +42,7 @@ from histocurate.runs import (
     Report,
     StageRun,
     run_items,
+    skipped,
     timed,
 )
 from histocurate.slides.fingerprint import file_fingerprint
@@ -91,6 +92,32 @@ def _follow_moved_slide(
         write_partition(tiles, workspace.tiles, slide_id, TILES, provenance=provenance)
 
 
+def _provenance_or_none(
+    slide_row: Mapping[str, Any], config: TilingConfig
+) -> dict[str, str] | None:
+    try:
+        return tiling_provenance(slide_row, config)
+    except OSError:
+        return None  # tile_slide names the problem if the slide is tiled
+
+
+def up_to_date(slide_row: Mapping[str, Any], config: HistocurateConfig) -> bool:
+    """Whether a slide's tiles are those it would get now (same file content, manifest row
+    and settings; a slide moved elsewhere is followed), or its file is gone and its tiles
+    are kept."""
+    workspace = Workspace.of(config)
+    slide_id = str(slide_row["slide_id"])
+    if not partition_path(workspace.tiles, slide_id).exists():
+        return False
+    provenance = _provenance_or_none(slide_row, config.tiling)
+    if provenance is None:
+        return True
+    if read_provenance(partition_path(workspace.tiles, slide_id)) != provenance:
+        return False
+    _follow_moved_slide(workspace, slide_id, str(slide_row["path"]), provenance)
+    return True
+
+
 def tile_item(
     slide_row: Mapping[str, Any], *, config: HistocurateConfig, force: bool = False
 ) -> ItemOutcome:
@@ -101,17 +128,9 @@ def tile_item(
     """
     workspace = Workspace.of(config)
     slide_id = str(slide_row["slide_id"])
-    try:
-        provenance: dict[str, str] | None = tiling_provenance(slide_row, config.tiling)
-    except OSError:
-        provenance = None  # tile_slide below names the problem if the slide is tiled
-    if not force and slide_id in list_partitions(workspace.tiles):
-        stored = read_provenance(partition_path(workspace.tiles, slide_id))
-        if provenance is None:
-            return ItemOutcome(slide_id, "skipped")
-        if stored == provenance:
-            _follow_moved_slide(workspace, slide_id, str(slide_row["path"]), provenance)
-            return ItemOutcome(slide_id, "skipped")
+    provenance = _provenance_or_none(slide_row, config.tiling)
+    if not force and up_to_date(slide_row, config):
+        return ItemOutcome(slide_id, "skipped")
 
     def work() -> int:
         tiles, thumbnail = tile_slide(slide_row, config.tiling)
@@ -179,9 +198,13 @@ def run_tile(
         for slide_id in removed:
             partition_path(workspace.tiles, slide_id).unlink(missing_ok=True)
             overlay_path(workspace, slide_id).unlink(missing_ok=True)
-        work = ItemWork(partial(tile_item, config=config, force=force), slide_id_of, "tile")
-        outcomes = run_items(work, slides, mapper=mapper, progress=progress, description="tiling")
-        return outcomes, removed
+        # slides up to date are settled here: they never become tasks
+        done = [] if force else [row for row in slides if up_to_date(row, config)]
+        pending = [row for row in slides if all(row is not d for d in done)]
+        work = ItemWork(partial(tile_item, config=config, force=True), slide_id_of, "tile")
+        outcomes = run_items(work, pending, mapper=mapper, progress=progress,
+                             description="tiling")  # fmt: skip
+        return skipped(slide_id_of(row) for row in done) + outcomes, removed
 
     (outcomes, removed), seconds = timed(run)
     return TileRun(outcomes, seconds, workspace=config.workspace, removed=removed)
