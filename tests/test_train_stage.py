@@ -105,6 +105,20 @@ def test_resume_trains_on_and_keeps_the_run(built: Path, tmp_path: Path) -> None
     assert state["epoch"] == 2 and state["settings"]["epochs"] == 2
 
 
+def test_cv_trains_one_run_per_held_out_fold(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    assert train(ws, "--dataset", "syn", "--cv", *FAST, "--run-name", "cv") == 0
+    out = flat(capsys.readouterr().out)
+    for k in range(3):
+        record = json.loads((ws / "runs" / f"cv-f{k}" / "config.json").read_text())
+        assert record["fold"] == k and k not in record["train_folds"]
+        assert f"validation cv-f{k}" in out
+    assert "3 run(s) trained, 0 failed" in out
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -5,6 +5,7 @@ the other training tests train on."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,3 +194,24 @@ def test_undetermined_nuclei_count_through_their_label_set() -> None:
     # the set makes the prediction 2 a true positive of class b (index 1); without it, the
     # undetermined nucleus counts for detection only
     assert with_sets[1, 0] == without[1, 0] + 1
+
+
+def test_input_size_follows_the_preset_crop_and_patch() -> None:
+    from histocurate.training.inputs import DatasetChoice, input_size
+
+    choice = DatasetChoice(
+        name="d",
+        version="v",
+        path=Path("."),
+        content_hash="",
+        folds=(0, 1),
+        classes=(),
+        mpp=0.25,
+        tile_size=None,
+    )
+    tiny, paper = preset("tiny"), preset("paper")
+    assert input_size(tiny, choice, 448, 14) == 112  # random crops of the 448 px tiles
+    assert input_size(tiny, choice, 56, 14) == 56 and input_size(tiny, choice, 60, 14) == 56
+    assert input_size(paper, choice, 448, 14) == 448 and input_size(paper, choice, 500, 14) == 448
+    with pytest.raises(UserInputError, match="tiles of 224 px, smaller than the 448 px"):
+        input_size(paper, choice, 224, 14)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,18 @@ def checkpoint_payload(model: torch.nn.Module, meta: CheckpointMeta) -> dict[str
     }
 
 
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor copied to the CPU (optimiser states live on the device and
+    change in place at the next step)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def read_state(path: Path) -> dict[str, Any]:
     """A ``last.pt`` / ``best.pt`` / ``nan.pt`` as a dict (error naming the file)."""
     if not path.is_file():
@@ -96,6 +109,8 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.name = self.path.name
+        self._writer: threading.Thread | None = None  # the checkpoint being written
+        self._error: BaseException | None = None
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -137,12 +152,43 @@ class RunDir:
         return found
 
     def save(
-        self, name: str, model: torch.nn.Module, meta: CheckpointMeta, training: Mapping[str, Any]
+        self,
+        name: str,
+        model: torch.nn.Module,
+        meta: CheckpointMeta,
+        training: Mapping[str, Any],
+        *,
+        wait: bool = False,
     ) -> Path:
-        """Write checkpoint ``name`` with the training state (atomically)."""
+        """Write checkpoint ``name`` with the training state, atomically, in a background
+        thread (the state is copied to the CPU first, so training goes on meanwhile: the
+        paper model's last.pt with Adam's moments is ~1.7 GB); ``wait`` blocks until done.
+        One write at a time, in order; a write's error is raised by the next `wait`."""
         payload = checkpoint_payload(model, meta)
-        payload["training"] = dict(training)
-        return atomic_save(payload, self.path / name)
+        payload["training"] = to_cpu(dict(training))
+        path = self.path / name
+        self.wait()
+
+        def write() -> None:
+            try:
+                atomic_save(payload, path)
+            except BaseException as exc:  # handed to the thread that waits
+                self._error = exc
+
+        self._writer = threading.Thread(target=write, name=f"save-{name}")
+        self._writer.start()
+        if wait:
+            self.wait()
+        return path
+
+    def wait(self) -> None:
+        """Until the last `save` is on disk (its error, if any, raised here)."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 class MetricsLog:

@@ -151,16 +151,16 @@ class Trainer:
         if self.ctx.is_main:
             self.log.resume(self.step)
 
-    def _save(self, name: str) -> None:
+    def _save(self, name: str, *, wait: bool = False) -> None:
         if self.ctx.is_main:
-            self.run.save(name, self.model, self.data.meta, self.state())
+            self.run.save(name, self.model, self.data.meta, self.state(), wait=wait)
 
     def _nan(self, totals: torch.Tensor, group: list[Batch]) -> NaNLossError:
         parts = gather_objects(self.ctx, [b.tile_ids for b in group])
         tiles = [t for part in parts for ids in part for t in ids]
         self.stepper.discard()
         self.stepper.restore_buffers()
-        self._save(NAN)
+        self._save(NAN, wait=True)
         bad = [t for t, v in zip(TERMS, totals[1:].tolist(), strict=True) if not math.isfinite(v)]
         message = (
             f"the loss became {totals[0].item()} at step {self.step + 1} (epoch {self.epoch}; "
@@ -238,6 +238,13 @@ class Trainer:
         return flags[:-1] / self.ctx.world_size, bool(flags[-1] > 0)
 
     def fit(self) -> FitResult:
+        """Train to the settings' epochs or the time budget (module docstring)."""
+        try:
+            return self._fit()
+        finally:
+            self.run.wait()  # the last checkpoint on disk, whatever stopped the run
+
+    def _fit(self) -> FitResult:
         start, budget = time.perf_counter(), (self.s.max_minutes or math.inf) * 60
         base_seconds, steps = self.seconds, self.sampler.steps_per_epoch
         if self.progress is not None:

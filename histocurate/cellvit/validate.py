@@ -11,7 +11,7 @@ tile) and ``summarise`` makes the numbers, the same on every rank.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,16 +78,19 @@ def predict_maps(
 
 
 def _groups(
-    indices: Sequence[int], shapes: Sequence[tuple[int, ...]], batch: int
-) -> list[list[int]]:
-    """Consecutive indices of one shape, at most ``batch`` per group."""
-    out: list[list[int]] = []
-    for k, index in enumerate(indices):
-        if out and len(out[-1]) < batch and shapes[k] == shapes[k - 1]:
-            out[-1].append(index)
-        else:
-            out.append([index])
-    return out
+    tiles: Dataset[dict[str, Any]], indices: Sequence[int], batch: int
+) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    """(index, item) of consecutive tiles of one shape, at most ``batch`` at a time (read
+    as they go: a validation set is never held in memory whole)."""
+    group: list[tuple[int, dict[str, Any]]] = []
+    for index in indices:
+        item = tiles[index]
+        if group and (len(group) == batch or item["image"].shape != group[-1][1]["image"].shape):
+            yield group
+            group = []
+        group.append((index, item))
+    if group:
+        yield group
 
 
 def validate(
@@ -107,23 +110,20 @@ def validate(
     the training did with them, so that runs with and without them compare)."""
     n = len(tiles)  # type: ignore[arg-type]
     mine = list(range(ctx.rank, n, ctx.world_size))
-    items = {i: tiles[i] for i in mine}
-    shapes = [tuple(items[i]["image"].shape) for i in mine]
     records: list[tuple[int, Any]] = []
-    mpp = float(items[mine[0]]["mpp"]) if mine else 0.25
+    mpp = float(tiles[mine[0]]["mpp"]) if mine else 0.25
     options = HoverOptions.for_mpp(mpp, polygons=False)  # scores need maps, not outlines
     with PostprocessPool(workers, mpp=mpp, options=options) as pool:
-        for group in _groups(mine, shapes, batch):
+        for group in _groups(tiles, mine, batch):
             images = torch.stack(
-                [torch.from_numpy(np.ascontiguousarray(items[i]["image"])) for i in group]
+                [torch.from_numpy(np.ascontiguousarray(item["image"])) for _, item in group]
             ).permute(0, 3, 1, 2)
             np_prob, hv, tp_prob = predict_maps(
                 model, images, precision=precision, channels_last=channels_last
             )
             futures = [pool.submit(np_prob[k], hv[k], tp_prob[k]) for k in range(len(group))]
-            for k, index in enumerate(group):
-                item = items[index]
-                pred_inst, cells = futures[k].result()
+            for (index, item), future in zip(group, futures, strict=True):
+                pred_inst, cells = future.result()
                 sets = item.get("set_map")
                 tile = ValTile(
                     tile_id=str(item["tile_id"]),
