@@ -244,9 +244,8 @@ def validation_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame[frame["kind"] == "validation"]
     if rows.empty:
         return pd.DataFrame(columns=["epoch", "step"])
-    wide = rows.pivot_table(
-        index=["epoch", "step"], columns="metric", values="value", aggfunc="last", dropna=False
-    )
+    last = rows.drop_duplicates(["epoch", "step", "metric"], keep="last")
+    wide = last.pivot(index=["epoch", "step"], columns="metric", values="value")  # NaN kept
     first = [c for c in ("bpq", "dq", "sq", "f1_detection", "mf1") if c in wide.columns]
     wide = wide[first + [c for c in wide.columns if c not in first]]
     return wide.reset_index().rename_axis(columns=None)

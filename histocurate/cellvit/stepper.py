@@ -38,18 +38,12 @@ def build_optimizer(settings: TrainSettings, model: CellViT) -> torch.optim.Opti
     return kind(groups, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
 
 
-def use_channels_last(settings: TrainSettings, device: torch.device) -> bool:
-    """Channels-last where asked; by default on CUDA only (on the CPU it measured slower
-    or no faster for these models: ``benchmarks/train_learns.py`` prints both)."""
-    return device.type == "cuda" if settings.channels_last is None else settings.channels_last
-
-
 class Stepper:
     """Model, optimiser, schedule and loss scaler of a run (module docstring)."""
 
     def __init__(self, settings: TrainSettings, model: CellViT, ctx: DistContext) -> None:
         self.s, self.ctx, self.device = settings, ctx, ctx.device
-        self.channels_last = use_channels_last(settings, self.device)
+        self.channels_last = settings.channels_last
         self.net = model.to(self.device)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)

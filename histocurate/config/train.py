@@ -72,7 +72,7 @@ class TrainConfig(Section):
     seed: int | None = Field(None, description="Seed of the run (preset's by default).")
     lr: float | None = Field(None, gt=0, description="Learning rate (preset's by default).")
     compile: bool | None = Field(None, description="torch.compile the model.")
-    channels_last: bool | None = Field(None, description="Channels-last (default: on CUDA).")
+    channels_last: bool | None = Field(None, description="Channels-last memory (default: on).")
     runs_dir: Path = Field(Path("runs"), description="Where runs go, relative to the workspace.")
 
     def setting_overrides(self) -> dict[str, Any]:
