@@ -195,6 +195,21 @@ def test_fine_tuning_maps_classes_or_refuses(
     assert "fibroblast <- (new, random)" in record["finetune"]["classes"]
 
 
+def test_fine_tuning_a_released_histoplus_state_dict(built: Path, tmp_path: Path) -> None:
+    from histocurate.cellvit.checkpoint import HISTOPLUS_CLASSES, export_histoplus
+
+    model = build_model(CellViTConfig(n_types=14, tile_size=56, arch=TINY_ARCH, decoder_divisor=8))
+    bare = export_histoplus(model, tmp_path / "histoplus_cellvit_segmentor_40x.pt")
+    args = ["--dataset", "syn", "--fold", "1", *FAST, "--weights", str(bare)]
+    assert train(built, *args, "--run-name", "histoplus") == 0
+    record = json.loads((built / "runs" / "histoplus" / "config.json").read_text())
+    lines = record["finetune"]["classes"]
+    assert "mitotic_figure <- Mitotic Figures" in lines  # HistoPLUS has it at 13, we at 12
+    assert "smooth_muscle_cell <- Muscle Cell" in lines
+    assert record["finetune"]["dropped"] == ["Minor Stromal Cell"]
+    assert len(HISTOPLUS_CLASSES) == 14
+
+
 def test_resume_with_other_settings_is_refused(
     built: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
