@@ -58,7 +58,7 @@ def test_second_night_without_new_clicks_changes_no_file(
     names = {r.name.split(" · ")[0] for r in grouped}
     assert names == {
         f"refresh-annotations {project}",
-        f"cytomine-import {project}",
+        f"import {project}",
         f"segment {project}",
         f"consensus {project}",
     }  # the parent and its three stages, and nothing else, under one tag
