@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flows._params import Count, Indication, Segmenter
+from flows._params import Count, Indication, Positive, Segmenter
 from flows._pipeline import pipeline_run
 from flows._stage import stage_flow
 
@@ -25,6 +25,7 @@ def demo_flow(
     annotators_per_tile: Count = 3,
     segmenter: Segmenter = "watershed",
     checkpoint: str | None = None,
+    train_minutes: Positive = 1.0,
 ) -> list[tuple[str, float]]:
     """The whole pipeline on the built-in synthetic cohort, step by step.
 
@@ -36,11 +37,13 @@ def demo_flow(
         annotators_per_tile: Simulated pathologists per tile (of 9).
         segmenter: watershed (no weights) or nuclick (needs checkpoint).
         checkpoint: NuClick weights.
+        train_minutes: Time budget of the tiny CellViT's training.
     """
     from histocurate.demo.runner import DEMO_PROJECT, DemoOptions, demo_steps, timed_steps
 
     options = DemoOptions(Path(workspace), indication, n_tiles, n_uncertain, annotators_per_tile,
-                          segmenter, Path(checkpoint) if checkpoint else None, True)  # fmt: skip
+                          segmenter, Path(checkpoint) if checkpoint else None, True,
+                          train_minutes=train_minutes)  # fmt: skip
     with pipeline_run("demo", workspace, campaign=DEMO_PROJECT, indication=indication) as run:
         timings = timed_steps(demo_steps(options))
         run.stages.update({name: f"{seconds:.1f} s" for name, seconds in timings})
@@ -58,4 +61,5 @@ def demo_parameters(options: Any) -> dict[str, Any]:
         "annotators_per_tile": options.annotators_per_tile,
         "segmenter": options.segmenter,
         "checkpoint": str(options.checkpoint) if options.checkpoint else None,
+        "train_minutes": options.train_minutes,
     }

@@ -31,7 +31,9 @@ def test_demo_runs_end_to_end_resumes_and_stops_cleanly(
         assert default in text
         text = text.replace(default, small)
     config.write_text(text)
-    assert main(["demo", str(root), "--n-tiles", "4", "--n-uncertain", "4", "--no-prefect"]) == 0
+    args = ["--n-tiles", "4", "--n-uncertain", "4", "--train-minutes", "0.2", "--no-prefect"]
+    assert main(["demo", str(root), *args]) == 0
+    out = capsys.readouterr().out
     workspace = Workspace(root)
     selected = read_table(workspace.selection, SELECTION)
     assert set(selected["indication"]) == {"LUAD", "COAD"}  # validation and training rounds
@@ -40,16 +42,18 @@ def test_demo_runs_end_to_end_resumes_and_stops_cleanly(
     for name in ("demo-val", "demo-train"):
         versions = [p for p in (workspace.datasets / name).iterdir() if p.is_dir()]
         assert len(versions) == 1 and (versions[0] / "dataset.json").is_file(), name
+    # a tiny CellViT trained on the training set, run on the validation tiles and on the
+    # LUAD slides, whose cells are the presence labels of a second selection round
+    assert (root / "runs" / "demo-tiny" / "best.pt").is_file()
+    assert (root / "predictions" / "demo-tiny" / "cells.parquet").is_dir()
+    assert "round 1 (truth labels)" in out and "round 2 (model labels)" in out
     metrics = read_table(workspace.evaluation, EVALUATION)
     overall = metrics[(metrics["kind"] == "value") & metrics["cell_type"].isna()]
     pq = float(overall.loc[overall["metric"] == "pq", "value"].iloc[0])
     assert 0.6 < pq <= 1.0  # consensus of 3 simulated pathologists vs the truth
     assert (root / "reports" / "select" / "LUAD" / "mosaic.png").is_file()
-    capsys.readouterr()
 
-    assert (
-        main(["demo", str(root), "--n-tiles", "4", "--n-uncertain", "4", "--no-prefect"]) == 0
-    )  # resumes
+    assert main(["demo", str(root), *args]) == 0  # resumes
     assert "skipped" in capsys.readouterr().out
 
     # a step that fails stops the demo with its exit code and says where, no traceback

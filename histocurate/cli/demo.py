@@ -32,6 +32,9 @@ def demo(
         str, typer.Option(help="watershed (no weights) or nuclick (needs --checkpoint).")
     ] = "watershed",
     checkpoint: Annotated[Path | None, typer.Option(help="NuClick weights.")] = None,
+    train_minutes: Annotated[
+        float, typer.Option(min=0.05, help="Time budget of the tiny CellViT's training.")
+    ] = 1.0,
     prefect: PrefectOption = None,
 ) -> None:
     """Run the whole pipeline on the built-in synthetic cohort, in WORKSPACE."""
@@ -47,6 +50,7 @@ def demo(
         segmenter,
         checkpoint,
         prefect,
+        train_minutes=train_minutes,
     )
     if not (workspace / "histocurate.toml").exists() and main(["init", str(workspace)]) != 0:
         raise typer.Exit(1)

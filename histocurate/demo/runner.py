@@ -24,6 +24,7 @@ DEMO_PROJECT = "histocurate-demo"  # validation campaign: 3 of 9 pathologists pe
 TRAIN_PROJECT = "histocurate-demo-train"  # training campaign: one pathologist per tile
 TRAIN_INDICATION = "COAD"
 VAL_DATASET, TRAIN_DATASET = "demo-val", "demo-train"
+TINY_RUN = "demo-tiny"  # the tiny CellViT the demo trains (runs/demo-tiny/)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class DemoOptions:
     prefect: bool | None
     train_indication: str = TRAIN_INDICATION
     train_tiles: int = 8
+    train_minutes: float = 1.0
 
 
 class StepFailed(HistocurateError):
@@ -141,6 +143,48 @@ def _annotation_campaign(
     )
 
 
+def _train_tiny(options: DemoOptions, ws: str, flag: list[str]) -> None:
+    """Train the tiny CellViT for a bounded time, once (a re-run keeps the trained run)."""
+    run = Workspace(options.workspace.resolve()).root / "runs" / TINY_RUN
+    if (run / "best.pt").is_file():
+        console.print(f"{run}: already trained (delete it to train again)")
+        return
+    _cli("train", "-w", ws, "--dataset", TRAIN_DATASET, "--fold", "0", "--preset", "tiny",
+         "--epochs", "500", "--max-minutes", str(options.train_minutes), "--device", "cpu",
+         "--run-name", TINY_RUN, *flag)  # fmt: skip
+
+
+def round1_path(workspace: Workspace, indication: str) -> Path:
+    """The first round's selection, kept before the second round replaces it."""
+    return workspace.reports / "select" / f"round1-{indication}.parquet"
+
+
+def _second_round(options: DemoOptions, ws: str, flag: list[str]) -> None:
+    """Select again with the model's predictions as presence labels; print how the share
+    of rare-type nuclei in the selected tiles changed (against the synthetic truth)."""
+    import shutil
+
+    from data_schema import SELECTION, TRUTH_TILES
+    from histocurate.io import partition_path, read_table
+    from histocurate.predict.labels import rare_share
+
+    workspace = Workspace(options.workspace.resolve())
+    current = partition_path(workspace.selection, options.indication)
+    first = round1_path(workspace, options.indication)
+    first.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(current, first)
+    _cli("select", "-w", ws, "--indication", options.indication, "--n-tiles",
+         str(options.n_tiles), "--n-uncertain", str(options.n_uncertain),
+         "--labels-from", "predictions", *flag)  # fmt: skip
+    truth = read_table(workspace.truth_tiles, TRUTH_TILES, columns=["tile_id", "label"])
+    for name, path in (("round 1 (truth labels)", first), ("round 2 (model labels)", current)):
+        share = rare_share(read_table(path, SELECTION)["tile_id"].tolist(), truth)
+        console.print(
+            f"{name}: {int(share['tiles'])} tiles, {share['tiles_with_rare']:.1%} hold a rare "
+            f"type, {share['rare_nuclei_share']:.1%} of their nuclei are of a rare type"
+        )
+
+
 def _tile_px(workspace: Workspace) -> str:
     """Side of the tiles as read (the evaluation rasterises polygons on that grid)."""
     from data_schema import TILES
@@ -150,6 +194,15 @@ def _tile_px(workspace: Workspace) -> str:
     if len(sizes) != 1:
         raise HistocurateError(f"tiles of several sizes {sorted(sizes)}: evaluate them apart")
     return str(int(sizes[0]))
+
+
+def _slides_of(workspace: Workspace, indication: str) -> str:
+    """The slides of an indication (the second round learns presence from them all)."""
+    from data_schema import SLIDES
+    from histocurate.io import read_table
+
+    slides = read_table(workspace.slides, SLIDES, columns=["slide_id", "indication"])
+    return ",".join(sorted(slides.loc[slides["indication"] == indication, "slide_id"]))
 
 
 def demo_steps(options: DemoOptions) -> list[tuple[str, Callable[[], None]]]:
@@ -208,6 +261,15 @@ def demo_steps(options: DemoOptions) -> list[tuple[str, Callable[[], None]]]:
         ("segment (training)", lambda: _cli(*segment, "--project", TRAIN_PROJECT, *flag)),
         ("training dataset", lambda: _cli(*build, "--name", TRAIN_DATASET, "--project",
                                           TRAIN_PROJECT, "--source", "masks", *flag)),
+        ("train (tiny CellViT)", lambda: _train_tiny(options, ws, flag)),
+        ("predict (validation tiles)", lambda: _cli("predict", "-w", ws, "--checkpoint",
+                                                    TINY_RUN, "--dataset", VAL_DATASET, *flag)),
+        ("evaluate the model", lambda: _cli("evaluate", "-w", ws, "--model", TINY_RUN,
+                                            "--dataset", VAL_DATASET, *flag)),
+        ("predict (slides)", lambda: _cli("predict", "-w", ws, "--checkpoint", TINY_RUN,
+                                          "--slides", _slides_of(workspace, options.indication),
+                                          *flag)),
+        ("select (round 2)", lambda: _second_round(options, ws, flag)),
     ]  # fmt: skip
 
 
