@@ -1,5 +1,6 @@
-"""CellViT / HistoPLUS: model, targets, losses, sampling, augmentation, checkpoints and the
-HoVer post-processing (pure model code: no pipeline stage is imported).
+"""CellViT / HistoPLUS: model, targets, losses, sampling, augmentation, checkpoints, the
+training loop and the HoVer post-processing (pure model code: no pipeline stage is
+imported; the pipeline passes in the dataset and the metric functions).
 
 Main entry points (loaded lazily, so that importing the package is cheap):
 
@@ -10,7 +11,10 @@ Main entry points (loaded lazily, so that importing the package is cheap):
 - `CellViTLoss` (`histocurate.cellvit.losses`);
 - `histocurate.cellvit.sampling.sample_weights`, `DistributedWeightedSampler`;
 - `histocurate.cellvit.augment.CellViTAugment`;
-- `histocurate.cellvit.postprocess.instances_from_maps`.
+- `histocurate.cellvit.postprocess.instances_from_maps`;
+- the training loop: `preset` / `TrainSettings` (`presets`), `Trainer` (`train`; one step
+  in `stepper`), `distributed` (torchrun), `validate`, `rundir` (runs/<run>/: checkpoints,
+  metrics, curves), `loader`, `guards` (NaN, out of memory), `finetune` (class mapping).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ if TYPE_CHECKING:
     )
     from histocurate.cellvit.losses import CellViTLoss, LossWeights
     from histocurate.cellvit.model import CellViT, CellViTConfig, build_model
+    from histocurate.cellvit.presets import TrainSettings, preset
+    from histocurate.cellvit.train import Trainer
 
 _WHERE = {
     "CheckpointError": "checkpoint",
@@ -38,6 +44,9 @@ _WHERE = {
     "CellViT": "model",
     "CellViTConfig": "model",
     "build_model": "model",
+    "TrainSettings": "presets",
+    "preset": "presets",
+    "Trainer": "train",
 }
 
 __all__ = [
@@ -47,8 +56,11 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "LossWeights",
+    "TrainSettings",
+    "Trainer",
     "build_model",
     "load_checkpoint",
+    "preset",
     "save_checkpoint",
 ]
 

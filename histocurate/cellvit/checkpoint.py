@@ -239,24 +239,24 @@ def unwrap(model: torch.nn.Module) -> CellViT:
     return model
 
 
-def save_checkpoint(
-    path: str | Path,
+def checkpoint_payload(
     model: torch.nn.Module,
     *,
     classes: Sequence[str],
     mpp: float | None,
     colours: Sequence[str] | None = None,
     train_config: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write our checkpoint atomically (`histocurate.torchutil.atomic_save`)."""
+) -> dict[str, Any]:
+    """Our checkpoint as a dict (weights copied to the CPU, in the released key layout):
+    what `save_checkpoint` writes, and what a training loop adds its state to."""
     net = unwrap(model)
     if net.config is None:
         raise ValueError("the model has no config: build it with build_model")
     if len(classes) != net.n_types:
         raise ValueError(f"{len(classes)} class names for a model of {net.n_types} types")
     colours = tuple(colours) if colours is not None else default_colours(len(classes))
-    state = {k: v.detach().cpu() for k, v in to_disk_keys(net.state_dict()).items()}
-    payload = {
+    state = {k: v.detach().to("cpu", copy=True) for k, v in to_disk_keys(net.state_dict()).items()}
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "state_dict": state,
@@ -270,6 +270,20 @@ def save_checkpoint(
         "encoder": net.config.encoder,
         "train_config": dict(train_config or {}),
     }
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    *,
+    classes: Sequence[str],
+    mpp: float | None,
+    colours: Sequence[str] | None = None,
+    train_config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write our checkpoint atomically (`histocurate.torchutil.atomic_save`)."""
+    payload = checkpoint_payload(model, classes=classes, mpp=mpp, colours=colours,
+                                 train_config=train_config)  # fmt: skip
     return atomic_save(payload, path)
 
 

@@ -28,13 +28,7 @@ import pandas as pd
 import torch
 
 from data_schema.train_metrics import TRAIN_METRICS
-from histocurate.cellvit.checkpoint import (
-    FORMAT,
-    FORMAT_VERSION,
-    default_colours,
-    to_disk_keys,
-    unwrap,
-)
+from histocurate.cellvit.checkpoint import checkpoint_payload as payload_of
 from histocurate.errors import UserInputError
 from histocurate.io import read_table, write_table
 from histocurate.io.atomic import atomic_write_text
@@ -55,27 +49,9 @@ class CheckpointMeta:
 
 
 def checkpoint_payload(model: torch.nn.Module, meta: CheckpointMeta) -> dict[str, Any]:
-    """Our checkpoint dict (the format of `histocurate.cellvit.save_checkpoint`)."""
-    net = unwrap(model)
-    if net.config is None:
-        raise ValueError("the model has no config: build it with build_model")
-    if len(meta.classes) != net.n_types:
-        raise ValueError(f"{len(meta.classes)} class names for a model of {net.n_types} types")
-    state = {k: v.detach().cpu().clone() for k, v in to_disk_keys(net.state_dict()).items()}
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "state_dict": state,
-        "config": net.config.to_dict(),
-        "classes": list(meta.classes),
-        "colours": list(meta.colours or default_colours(len(meta.classes))),
-        "mpp": meta.mpp,
-        "tile_size": net.config.tile_size,
-        "mean": list(net.mean),
-        "std": list(net.std),
-        "encoder": net.config.encoder,
-        "train_config": dict(meta.train_config),
-    }
+    """Our checkpoint dict (`histocurate.cellvit.checkpoint.checkpoint_payload`)."""
+    return payload_of(model, classes=meta.classes, mpp=meta.mpp, colours=meta.colours,
+                      train_config=meta.train_config)  # fmt: skip
 
 
 def to_cpu(obj: Any) -> Any:
