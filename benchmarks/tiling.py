@@ -22,7 +22,7 @@ from rich.table import Table
 
 from histocurate.config import TilingConfig
 from histocurate.slides import read_tile
-from histocurate.tiling.stage import read_thumbnail, tile_slide
+from histocurate.tiling.slide import read_thumbnail, tile_slide
 from histocurate.tiling.tissue import tissue_mask
 
 
