@@ -31,8 +31,8 @@ from scipy.optimize import linear_sum_assignment
 
 from histocurate.consensus import build_consensus
 from histocurate.consensus.agreement import agreement_report
-from histocurate.demo.profiles import DEFAULT_PROFILES
 from histocurate.demo.pathologists import simulate_clicks
+from histocurate.demo.profiles import DEFAULT_PROFILES
 from histocurate.labels import LABELS
 
 TILE = 448

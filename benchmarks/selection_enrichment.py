@@ -65,7 +65,7 @@ def build_workspace(
     ws = synthetic_workspace(root, per_indication=per_indication, size=size, workers=workers)
     if not ws.features(encoder).is_dir() or not any(ws.features(encoder).glob("*.parquet")):
         config = load_config(ws.root, {"features": {"num_workers": workers}})
-        run_embed(config, encoder=encoder).outcomes
+        run_embed(config, encoder=encoder)
     return ws
 
 

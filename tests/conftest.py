@@ -38,3 +38,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not found")
     return SHARED_DATA
+
+
+# Shared fixtures of several test modules (each module-scoped fixture is made anew per
+# module, as when a module defined it itself).
+from tests.cytomine_support import sandbox_fixture  # noqa: E402, F401  (fixture "sandbox")
+from tests.test_dataset_build import built  # noqa: E402, F401  (a built synthetic dataset)
+from tests.test_segment_stage import segment_workspace_fixture  # noqa: E402, F401
+from tests.test_selection_pipeline import selection_workspace_fixture  # noqa: E402, F401

@@ -10,10 +10,10 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from histocurate.cellvit import filters
-from histocurate.geometry.instances import instance_polygons, instance_wkb
 from histocurate.cellvit.postprocess import HoverOptions, PostprocessPool, instances_from_maps
 from histocurate.cellvit.targets import hv_maps
 from histocurate.geometry import polygons_of
+from histocurate.geometry.instances import instance_polygons, instance_wkb
 
 ELLIPSE5 = np.array([[0, 0, 1, 0, 0], [1] * 5, [1] * 5, [1] * 5, [0, 0, 1, 0, 0]], bool)
 

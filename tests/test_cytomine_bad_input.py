@@ -8,11 +8,10 @@ import pytest
 from histocurate.cytomine.client import connect
 from histocurate.cytomine.projects import ensure_project
 from histocurate.cytomine.rest import SignedSession
-from tests.test_cytomine_support import (  # noqa: F401
+from tests.cytomine_support import (
     FAST,
     bench,
     make_tiles,
-    sandbox_fixture,
     unique,
 )
 

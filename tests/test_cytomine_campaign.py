@@ -24,14 +24,13 @@ from histocurate.demo.profiles import DEFAULT_PROFILES, AnnotatorProfile
 from histocurate.errors import UserInputError
 from histocurate.io import read_table
 from histocurate.labels import ANNOTATION_LABELS, cell_type
-from tests.test_cytomine_support import (  # noqa: F401
+from tests.cytomine_support import (
     ANNOTATORS,
     FAST,
     bench,
     image_source,
     make_tiles,
     make_truth,
-    sandbox_fixture,
     sorted_clicks,
     unique,
     write_selection,

@@ -15,11 +15,10 @@ from data_schema.points import POINTS
 from histocurate.cli.app import main
 from histocurate.cytomine import stage as stage_module
 from histocurate.io import read_table
-from tests.test_cytomine_support import (  # noqa: F401
+from tests.cytomine_support import (
     bench,
     image_source,
     make_tiles,
-    sandbox_fixture,
     unique,
 )
 

@@ -19,13 +19,12 @@ from histocurate.cytomine.projects import ProjectInfo, project_info
 from histocurate.cytomine.rest import SignedSession
 from histocurate.cytomine.upload import post_upload, wait_deployed
 from histocurate.io import read_table
-from tests.test_cytomine_support import (  # noqa: F401
+from tests.cytomine_support import (
     ANNOTATORS,
     FAST,
     Bench,
     bench,
     make_tiles,
-    sandbox_fixture,
     unique,
 )
 

@@ -14,12 +14,11 @@ from histocurate.cytomine.projects import project_info
 from histocurate.cytomine.rest import SignedSession
 from histocurate.cytomine.retry import CytomineCallError
 from histocurate.io import read_table
-from tests.test_cytomine_support import (  # noqa: F401
+from tests.cytomine_support import (
     ANNOTATORS,
     FAST,
     bench,
     make_tiles,
-    sandbox_fixture,
     sorted_clicks,
     unique,
 )

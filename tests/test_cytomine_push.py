@@ -15,11 +15,10 @@ from histocurate.cytomine.credentials import ENV_CONSENSUS_PRIVATE, ENV_CONSENSU
 from histocurate.cytomine.projects import project_info
 from histocurate.cytomine.push_stage import run_push_consensus
 from histocurate.io import write_table
-from tests.test_cytomine_support import (  # noqa: F401
+from tests.cytomine_support import (
     FAST,
     bench,
     make_tiles,
-    sandbox_fixture,
     unique,
 )
 

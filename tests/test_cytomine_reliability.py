@@ -14,7 +14,7 @@ from histocurate.cytomine.retry import RetryPolicy
 from histocurate.demo.annotation import running_sandbox
 from histocurate.demo.sandbox import FaultInjector
 from histocurate.io import read_table
-from tests.test_cytomine_support import bench, make_tiles, make_truth, sorted_clicks
+from tests.cytomine_support import bench, make_tiles, make_truth, sorted_clicks
 
 POLICY = RetryPolicy(
     attempts=10,

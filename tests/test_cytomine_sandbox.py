@@ -23,7 +23,7 @@ from histocurate.cytomine.credentials import Credentials, CredentialsError, reso
 from histocurate.cytomine.listing import list_all
 from histocurate.cytomine.rest import SignedSession
 from histocurate.demo.sandbox import FaultInjector, SandboxDB, serve_in_thread, signature
-from tests.test_cytomine_support import FAST, sandbox_fixture, unique  # noqa: F401
+from tests.cytomine_support import FAST, unique
 
 
 def test_signature_is_the_client_scheme(sandbox):

@@ -16,7 +16,7 @@ from histocurate.cytomine.upload import UploadFailed, post_upload, upload_tile
 from histocurate.demo.annotation import running_sandbox
 from histocurate.demo.sandbox import PROFILES, FaultInjector, ServerProfile, pims
 from histocurate.demo.sandbox.faults import Fault
-from tests.test_cytomine_support import ANNOTATORS, FAST, bench, make_tiles
+from tests.cytomine_support import ANNOTATORS, FAST, bench, make_tiles
 
 
 def _uploads(sandbox) -> list[str]:

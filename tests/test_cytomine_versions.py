@@ -23,7 +23,7 @@ from histocurate.cytomine.retry import RetryPolicy
 from histocurate.demo.annotation import running_sandbox
 from histocurate.demo.sandbox import PROFILES, SUPPORTED, SandboxDB, serve_in_thread
 from histocurate.io import read_table
-from tests.test_cytomine_support import (
+from tests.cytomine_support import (
     ANNOTATORS,
     FAST,
     IMPORT_DELAY_S,

@@ -18,7 +18,6 @@ from histocurate.dataset.reader import NucleiDataset
 from histocurate.dataset.run import DatasetRun
 from histocurate.dataset.synthetic import SyntheticCampaign
 from histocurate.errors import UserInputError
-from tests.test_dataset_build import built  # noqa: F401  (fixture)
 
 
 def path_of(run: DatasetRun) -> Path:
@@ -26,7 +25,7 @@ def path_of(run: DatasetRun) -> Path:
     return run.path
 
 
-def test_items_are_the_tiles_decoded(built: tuple[SyntheticCampaign, DatasetRun]) -> None:  # noqa: F811
+def test_items_are_the_tiles_decoded(built: tuple[SyntheticCampaign, DatasetRun]) -> None:
     path = path_of(built[1])
     data = NucleiDataset(path)
     tiles = pd.read_parquet(path / "tiles.parquet")
@@ -51,7 +50,7 @@ def test_items_are_the_tiles_decoded(built: tuple[SyntheticCampaign, DatasetRun]
 
 
 def test_folds_select_tiles_and_unknown_folds_are_named(
-    built: tuple[SyntheticCampaign, DatasetRun],  # noqa: F811
+    built: tuple[SyntheticCampaign, DatasetRun],
 ) -> None:
     path = path_of(built[1])
     tiles = pd.read_parquet(path / "tiles.parquet", columns=["tile_id", "fold"])
@@ -67,7 +66,7 @@ def test_folds_select_tiles_and_unknown_folds_are_named(
 
 
 def test_an_item_reads_only_its_row_group(
-    built: tuple[SyntheticCampaign, DatasetRun],  # noqa: F811
+    built: tuple[SyntheticCampaign, DatasetRun],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = NucleiDataset(path_of(built[1]))
@@ -85,7 +84,7 @@ def test_an_item_reads_only_its_row_group(
     assert calls == [(7, ["image", "inst_map", "type_map"])]
 
 
-def test_workers_open_their_own_handles(built: tuple[SyntheticCampaign, DatasetRun]) -> None:  # noqa: F811
+def test_workers_open_their_own_handles(built: tuple[SyntheticCampaign, DatasetRun]) -> None:
     data = NucleiDataset(path_of(built[1]), folds=[0, 2])
     data[0]  # the parent holds an open handle now
     copy = pickle.loads(pickle.dumps(data))
@@ -105,7 +104,7 @@ def test_workers_open_their_own_handles(built: tuple[SyntheticCampaign, DatasetR
     assert seen == list(data.meta["tile_id"])
 
 
-def test_label_sets_and_class_counts(built: tuple[SyntheticCampaign, DatasetRun]) -> None:  # noqa: F811
+def test_label_sets_and_class_counts(built: tuple[SyntheticCampaign, DatasetRun]) -> None:
     path = path_of(built[1])
     data = NucleiDataset(path, label_sets=True)
     nuclei = pd.read_parquet(path / "nuclei.parquet")

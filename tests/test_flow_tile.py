@@ -17,7 +17,6 @@ def test_tile_flow_matches_direct_run_and_reports_failures(
     tmp_path: Path, prefect_harness: None
 ) -> None:
     from prefect.artifacts import Artifact
-
     from prefect.states import StateType
 
     from flows.tile import tile_flow

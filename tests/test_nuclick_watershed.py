@@ -28,7 +28,9 @@ def test_red_blood_cells_are_grown_on_eosin_not_given_a_disc() -> None:
     assert not result.fallback.any()
     for poly, truth in zip(result.polygons, (nucleus, rbc), strict=True):
         yy, xx = np.nonzero(truth)
-        true_poly = shapely.union_all([shapely.box(x, y, x + 1, y + 1) for x, y in zip(xx, yy)])
+        true_poly = shapely.union_all(
+            [shapely.box(x, y, x + 1, y + 1) for x, y in zip(xx, yy, strict=True)]
+        )
         iou = poly.intersection(true_poly).area / poly.union(true_poly).area
         assert iou > 0.8, iou
 

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 from histocurate.cytomine import stage as stage_module
-from tests.test_cytomine_support import (  # noqa: F401  (fixtures)
+from tests.cytomine_support import (
     bench,
     image_source,
     make_tiles,
-    sandbox_fixture,
     unique,
 )
 

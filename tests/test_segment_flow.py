@@ -13,17 +13,17 @@ from histocurate.config import load_config
 from histocurate.io import read_table
 from histocurate.segment import run_segment
 from histocurate.workspace import Workspace
-from tests.test_segment_stage import PROJECT, workspace  # noqa: F401  (fixture)
+from tests.test_segment_stage import PROJECT
 
 
 @pytest.mark.prefect
 def test_segment_flow(
     prefect_harness: None,
-    workspace: tuple[Path, dict[str, np.ndarray]],  # noqa: F811
+    segment_workspace: tuple[Path, dict[str, np.ndarray]],
 ) -> None:
     from flows.segment import segment_flow
 
-    root, truth = workspace
+    root, truth = segment_workspace
     overrides = {"segment": {"segmenter": "watershed", "tiles_per_batch": 1}}
     run = segment_flow(str(root), overrides=overrides)  # one task per tile
     assert run.segmenter == "watershed" and sorted(run.tiles_done) == sorted(truth)

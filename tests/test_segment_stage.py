@@ -35,8 +35,8 @@ def _centroids(inst: np.ndarray) -> np.ndarray:
 PROJECT = "p1"
 
 
-@pytest.fixture
-def workspace(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+@pytest.fixture(name="segment_workspace")
+def segment_workspace_fixture(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     """Two exported tiles of a real slide (toy nuclei), clicks by two annotators, one click
     outside its tile."""
     rng = np.random.default_rng(0)
@@ -72,9 +72,9 @@ def workspace(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
 
 
 def test_watershed_stage_writes_resumable_masks(
-    workspace: tuple[Path, dict[str, np.ndarray]],
+    segment_workspace: tuple[Path, dict[str, np.ndarray]],
 ) -> None:
-    root, truth = workspace
+    root, truth = segment_workspace
     config = load_config(root, environ={})
     run = run_segment(config)  # the only campaign with clicks
     ws = Workspace(root)
@@ -107,9 +107,9 @@ def test_watershed_stage_writes_resumable_masks(
 
 
 def test_masks_come_from_the_exported_pixels_not_the_slide(
-    workspace: tuple[Path, dict[str, np.ndarray]],
+    segment_workspace: tuple[Path, dict[str, np.ndarray]],
 ) -> None:
-    root, truth = workspace
+    root, truth = segment_workspace
     config = load_config(root, environ={})
     ws = Workspace(root)
     (root.parent / "s1.tif").unlink()  # the slide is gone: the frozen pixels suffice
@@ -124,9 +124,9 @@ def test_masks_come_from_the_exported_pixels_not_the_slide(
 
 
 def test_a_tile_in_two_campaigns_keeps_each_campaigns_masks(
-    workspace: tuple[Path, dict[str, np.ndarray]],
+    segment_workspace: tuple[Path, dict[str, np.ndarray]],
 ) -> None:
-    root, truth = workspace
+    root, truth = segment_workspace
     config = load_config(root, environ={})
     ws = Workspace(root)
     tile = next(iter(truth))
@@ -151,9 +151,9 @@ def test_a_tile_in_two_campaigns_keeps_each_campaigns_masks(
 
 
 def test_nuclick_stage_and_cli(
-    workspace: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+    segment_workspace: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
 ) -> None:
-    root, truth = workspace
+    root, truth = segment_workspace
     ckpt = tmp_path / "tiny.pt"
     save_model(ckpt, NuClick(width=0.0625), Checkpoint(width=0.0625, patch_size=64))
     code = cli_main(

@@ -12,11 +12,11 @@ from histocurate.config import load_config
 from histocurate.io import read_table
 from histocurate.selection.run import run_select
 from histocurate.workspace import Workspace
-from tests.test_selection_pipeline import workspace  # noqa: F401  (fixture)
 
 
 @pytest.mark.prefect
-def test_select_flow_matches_plain_run(workspace: Path, prefect_harness: None) -> None:  # noqa: F811
+def test_select_flow_matches_plain_run(selection_workspace: Path, prefect_harness: None) -> None:
+    workspace = selection_workspace
     from prefect.client.orchestration import get_client
 
     from flows.select import select_flow

@@ -170,8 +170,8 @@ def _tile_rows(slide_id: str, tile_ids: np.ndarray, info: pd.Series, svs: Path) 
     )
 
 
-@pytest.fixture()
-def workspace(tmp_path: Path) -> Path:
+@pytest.fixture(name="selection_workspace")
+def selection_workspace_fixture(tmp_path: Path) -> Path:
     svs = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmu_small_region.svs"
     root = tmp_path / "ws"
     overrides = {"selection": FAST | {"labels": "points.csv"}}
@@ -197,8 +197,9 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def test_cli_select_writes_selection_and_report(
-    workspace: Path, capsys: pytest.CaptureFixture[str]
+    selection_workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    workspace = selection_workspace
     code = main(
         ["select", "--indication", "LUAD", "-w", str(workspace), "--no-prefect", "--seed", "3"]
     )
@@ -234,7 +235,8 @@ def test_cli_select_writes_selection_and_report(
     assert len(read_table(ws.selection, SELECTION)) == 5  # the indication's file is replaced
 
 
-def test_cli_bad_input(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_input(selection_workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    workspace = selection_workspace
     assert main(["select", "--indication", "BRCA", "-w", str(workspace), "--no-prefect"]) == 2
     assert "no slide of indication 'BRCA'" in capsys.readouterr().err
     assert (
@@ -271,7 +273,8 @@ def test_cli_bad_input(workspace: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "typo.csv" in err and "'Eosinophill'" in err and "[3]" in err
 
 
-def test_features_file_with_two_encoders_is_refused(workspace: Path) -> None:
+def test_features_file_with_two_encoders_is_refused(selection_workspace: Path) -> None:
+    workspace = selection_workspace
     ws = Workspace(workspace)
     feats = SyntheticFeatures(COHORT).load("S0000")
     table = pa.table(
