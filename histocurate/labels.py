@@ -80,3 +80,22 @@ def cell_type(label: str) -> CellType:
 def class_index(label: str) -> int:
     """Integer class of a label for type maps: 1..13 in ontology order (0 = background)."""
     return LABELS.index(cell_type(label).id) + 1
+
+
+HISTOPLUS_LABELS: Final[dict[str, str]] = {
+    "Cancer cell": "cancer_cell",
+    "Lymphocytes": "lymphocyte",
+    "Fibroblasts": "fibroblast",
+    "Plasmocytes": "plasmocyte",
+    "Eosinophils": "eosinophil",
+    "Neutrophils": "neutrophil",
+    "Macrophages": "macrophage",
+    "Muscle Cell": "smooth_muscle_cell",
+    "Endothelial Cell": "endothelial_cell",
+    "Red blood cell": "red_blood_cell",
+    "Epithelial": "epithelial_cell",
+    "Apoptotic Body": "apoptotic_body",
+    "Mitotic Figures": "mitotic_figure",
+}
+"""The released HistoPLUS checkpoints' class names -> our ids ("Minor Stromal Cell" has
+none: kept under its own name)."""

@@ -56,7 +56,7 @@ from histocurate.runs import (
     timed,
 )
 from histocurate.segment.plan import legacy_tables, masks_provenance, segmenter_identity
-from histocurate.segment.stage import rescan_warning, segmenter_for
+from histocurate.segment.stage import campaign_warnings, segmenter_for
 from histocurate.workspace import Workspace
 
 
@@ -136,9 +136,7 @@ class ConsensusRun(StageRun):
                 f"{len(self.tiles_without_pixels)} tile(s) without readable exported pixels "
                 f"kept their members' masks: {', '.join(self.tiles_without_pixels[:5])}"
             )
-        if self.rescanned_slides:
-            warnings.append(rescan_warning(self.project, self.rescanned_slides))
-        warnings += [f"{p}: written by an earlier histocurate, not read" for p in self.legacy]
+        warnings += campaign_warnings(self.project, self.rescanned_slides, self.legacy)
         if self.up_to_date:
             return Report(
                 title=f"Consensus of {self.project}",

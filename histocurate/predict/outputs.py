@@ -23,25 +23,9 @@ from PIL import Image
 from data_schema import CELLS
 from histocurate.dataset.classes import ALL_CLASSES
 from histocurate.io import atomic_path
-from histocurate.labels import cell_type
+from histocurate.labels import HISTOPLUS_LABELS, cell_type
 from histocurate.predict.stitch import Stitched
 
-HISTOPLUS_LABELS = {
-    "Cancer cell": "cancer_cell",
-    "Lymphocytes": "lymphocyte",
-    "Fibroblasts": "fibroblast",
-    "Plasmocytes": "plasmocyte",
-    "Eosinophils": "eosinophil",
-    "Neutrophils": "neutrophil",
-    "Macrophages": "macrophage",
-    "Muscle Cell": "smooth_muscle_cell",
-    "Endothelial Cell": "endothelial_cell",
-    "Red blood cell": "red_blood_cell",
-    "Epithelial": "epithelial_cell",
-    "Apoptotic Body": "apoptotic_body",
-    "Mitotic Figures": "mitotic_figure",
-}
-"""HistoPLUS' class names -> ontology ids ("Minor Stromal Cell" has none: kept as named)."""
 _KNOWN = {c.id: c for c in ALL_CLASSES}
 UNTYPED_NAME, UNTYPED_COLOUR = "Unclassified nucleus", "#808080"
 

@@ -205,9 +205,7 @@ class SegmentRun(StageRun):
                 f"{len(self.tiles_not_exported)} tile(s) with clicks were not exported to "
                 f"{self.project} (left out): {', '.join(self.tiles_not_exported[:5])}"
             )
-        if self.rescanned_slides:
-            warnings.append(rescan_warning(self.project, self.rescanned_slides))
-        warnings += [f"{p}: written by an earlier histocurate, not read" for p in self.legacy]
+        warnings += campaign_warnings(self.project, self.rescanned_slides, self.legacy)
         table = self.outcome_table("masks").rename(columns={"item": "tiles"})
         table = table[table["status"] != "skipped"].reset_index(drop=True)  # counted above
         return Report(
@@ -222,6 +220,13 @@ class SegmentRun(StageRun):
         data = asdict(self)
         data["outcomes"] = [o.as_dict() for o in self.outcomes]
         return data
+
+
+def campaign_warnings(project: str, rescanned: list[str], legacy: list[str]) -> list[str]:
+    """What an annotation-side run says about its campaign's surroundings: slides changed
+    since export, and tables of an earlier histocurate left at the workspace root."""
+    found = [rescan_warning(project, rescanned)] if rescanned else []
+    return found + [f"{p}: written by an earlier histocurate, not read" for p in legacy]
 
 
 def rescan_warning(project: str, slides: list[str]) -> str:

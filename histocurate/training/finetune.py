@@ -27,22 +27,8 @@ from histocurate.cellvit.finetune import adapt_head
 from histocurate.cellvit.model import CellViT
 from histocurate.dataset.classes import DATASET_LABELS, display_name
 from histocurate.errors import UserInputError
+from histocurate.labels import HISTOPLUS_LABELS
 
-HISTOPLUS_LABELS: dict[str, str] = {
-    "Cancer cell": "cancer_cell",
-    "Lymphocytes": "lymphocyte",
-    "Fibroblasts": "fibroblast",
-    "Plasmocytes": "plasmocyte",
-    "Eosinophils": "eosinophil",
-    "Neutrophils": "neutrophil",
-    "Macrophages": "macrophage",
-    "Muscle Cell": "smooth_muscle_cell",
-    "Endothelial Cell": "endothelial_cell",
-    "Red blood cell": "red_blood_cell",
-    "Epithelial": "epithelial_cell",
-    "Apoptotic Body": "apoptotic_body",
-    "Mitotic Figures": "mitotic_figure",
-}
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
