@@ -68,3 +68,21 @@ def stage(command: str) -> Stage:
         if row.command == command:
             return row
     raise KeyError(f"no stage {command!r}; stages: {', '.join(s.command for s in STAGES)}")
+
+
+def writer_of(path: str) -> Stage | None:
+    """The stage that writes the table at ``path`` (a file or a partition of a folder), by
+    the table's name in `STAGES`; None for a file no stage writes.
+
+    >>> writer_of("ws/campaigns/p1/masks.parquet/t1.parquet").command
+    'segment'
+    >>> writer_of("ws/points.parquet").command, writer_of("elsewhere.csv")
+    ('import', None)
+    """
+    parts = str(path).replace("\\", "/").split("/")
+    for row in STAGES:
+        for table in row.tables:
+            name = table.rstrip("/").split("/")[-1]
+            if "<" not in name and name in parts:
+                return row
+    return None

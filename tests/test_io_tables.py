@@ -109,6 +109,11 @@ def test_reader_refuses_other_version_other_table_and_foreign_files(tmp_path: Pa
     pq.write_table(old.replace_schema_metadata(meta), tmp_path / "old.parquet")
     with pytest.raises(SchemaError, match="schema version 0"):
         read_table(tmp_path / "old.parquet", SLIDES)
+    # the advice names the command that writes the table again
+    (tmp_path / "ws").mkdir()
+    pq.write_table(old.replace_schema_metadata(meta), tmp_path / "ws" / "slides.parquet")
+    with pytest.raises(SchemaError, match=r"re-run `histocurate tile --force`"):
+        read_table(tmp_path / "ws" / "slides.parquet", SLIDES)
     pq.write_table(pa.table({"a": [1]}), tmp_path / "foreign.parquet")
     with pytest.raises(SchemaError, match="no schema stamp"):
         read_table(tmp_path / "foreign.parquet", SLIDES)

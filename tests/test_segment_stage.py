@@ -123,6 +123,30 @@ def test_masks_come_from_the_exported_pixels_not_the_slide(
     assert str(image) in (run.failed[0].error or "") and "export" in (run.failed[0].error or "")
 
 
+def test_a_slide_rescanned_after_export_is_named_not_mixed(
+    segment_workspace: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    """The campaign keeps its frozen pixels (masks and consensus stay consistent), and the
+    segment and consensus reports name the slide whose tiles changed since export."""
+    from histocurate.consensus.stage import run_consensus
+    from histocurate.io import read_partition
+
+    root, _truth = segment_workspace
+    config = load_config(root, environ={})
+    first = run_segment(config)
+    assert first.exit_code == 0 and not first.report().warnings
+    ws = Workspace(root)
+    rows = read_partition(ws.tiles, "s1", TILES)
+    write_partition(rows, ws.tiles, "s1", TILES, provenance={"slide": "s1", "scan": "new"})
+    again = run_segment(config)
+    assert again.tiles_done == [] and again.rescanned_slides == ["s1"]
+    warning = " ".join(again.report().warnings)
+    assert "s1" in warning and PROJECT in warning and "changed since" in warning
+    consensus = run_consensus(config)
+    assert consensus.exit_code == 0 and consensus.rescanned_slides == ["s1"]
+    assert "s1" in " ".join(consensus.report().warnings)
+
+
 def test_a_tile_in_two_campaigns_keeps_each_campaigns_masks(
     segment_workspace: tuple[Path, dict[str, np.ndarray]],
 ) -> None:

@@ -94,6 +94,16 @@ def _check_choices(
         )
 
 
+def _rerun_advice(origin: str) -> str:
+    from histocurate.stages import writer_of
+
+    writer = writer_of(origin)
+    if writer is None:
+        return "re-run the stage that writes it (with --force)"
+    force = " --force" if writer.command in ("tile", "embed", "segment", "consensus") else ""
+    return f"re-run `histocurate {writer.command}{force}` to write it again"
+
+
 def check_arrow_schema(found: pa.Schema, schema: TableSchema, *, origin: str) -> None:
     """Raise `SchemaError` unless ``found`` was written under ``schema`` (name, version, types)."""
     meta = found.metadata or {}
@@ -105,7 +115,7 @@ def check_arrow_schema(found: pa.Schema, schema: TableSchema, *, origin: str) ->
     if version != str(schema.version):
         raise SchemaError(
             f"{origin}: table {schema.name!r} has schema version {version}, this histocurate "
-            f"reads version {schema.version}; re-run the stage that writes it (with --force)"
+            f"reads version {schema.version}; {_rerun_advice(origin)}"
         )
     for col in schema.columns:
         idx = found.get_field_index(col.name)
