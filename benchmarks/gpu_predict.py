@@ -69,7 +69,7 @@ def make_checkpoint(path: Path, *, smoke: bool) -> Path:
     from histocurate.cellvit.checkpoint import save_checkpoint
     from histocurate.cellvit.model import CellViTConfig, build_model
     from histocurate.labels import LABELS
-    from histocurate.predict.simulate import tiny_checkpoint
+    from histocurate.testing.predict_data import tiny_checkpoint
 
     if smoke:
         return tiny_checkpoint(path)

@@ -4,7 +4,7 @@ Nuclei are discs (radius 5-9 px, 16-vertex outlines) on a jittered grid at 0.25 
 a square of tissue tiles; the windows are the stage's (784 px, 64 px margins: 656 px
 cores). Each window reports the nuclei its read box meets, cut by the box where it crosses
 it and moved by up to 0.3 px (another segmentation in each window:
-`histocurate.predict.simulate.window_views`). Printed: the windows' nuclei, the stitch time
+`histocurate.testing.predict_data.window_views`). Printed: the windows' nuclei, the stitch time
 and its peak memory above its inputs, and the check that every true nucleus came out once
 (matched at IoU > 0.5). Target (issue 16): 1 M cells in under 60 s.
 
@@ -43,9 +43,9 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from histocurate.predict.simulate import disc_cells, full_tiles, window_views
     from histocurate.predict.stitch import stitch
     from histocurate.predict.windows import plan_resolution, plan_windows, window_geometry
+    from histocurate.testing.predict_data import disc_cells, full_tiles, window_views
 
     side = math.ceil(math.sqrt(args.cells) * args.spacing / 448) * 448
     rng = np.random.default_rng(args.seed)

@@ -32,8 +32,8 @@ from histocurate.predict import dataset as dataset_module
 from histocurate.predict import evaluate as evaluate_module
 from histocurate.predict.evaluate import _clean_labels, evaluate_groups, run_model_evaluation
 from histocurate.predict.models import LoadedModel, load_model
-from histocurate.predict.simulate import OracleModel, tiny_checkpoint
 from histocurate.predict.stage import run_predict
+from histocurate.testing.predict_data import OracleModel, tiny_checkpoint
 
 
 @pytest.fixture(autouse=True)

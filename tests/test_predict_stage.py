@@ -29,9 +29,9 @@ from histocurate.io import partition_path, read_provenance, read_table, write_pa
 from histocurate.predict import slide as slide_module
 from histocurate.predict import stage as stage_module
 from histocurate.predict.models import LoadedModel
-from histocurate.predict.simulate import OracleModel, tiny_checkpoint
 from histocurate.predict.stage import run_predict
 from histocurate.predict.store import SlidePredictions
+from histocurate.testing.predict_data import OracleModel, tiny_checkpoint
 from histocurate.tiling import run_tile
 from tests.slide_files import tissue_image, write_slide
 

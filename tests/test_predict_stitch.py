@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from histocurate.predict.simulate import disc_cells, full_tiles, window_views
 from histocurate.predict.stitch import Stitched, stitch, suppress, tile_lookup
 from histocurate.predict.windows import WindowGrid, plan_resolution, plan_windows, window_geometry
+from histocurate.testing.predict_data import disc_cells, full_tiles, window_views
 
 CORE, MARGIN = 160, 32  # 224 px windows at 0.25 um/px: window_um 56, margin_um 8
 

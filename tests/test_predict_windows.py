@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from histocurate.errors import UserInputError
-from histocurate.predict.simulate import full_tiles
 from histocurate.predict.windows import (
     is_blank,
     plan_resolution,
@@ -15,6 +14,7 @@ from histocurate.predict.windows import (
     read_level,
     window_geometry,
 )
+from histocurate.testing.predict_data import full_tiles
 
 
 def test_resolution_same_close_finer_and_coarser() -> None:

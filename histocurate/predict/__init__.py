@@ -12,7 +12,8 @@ Modules, in the order the work flows:
 - `store`, `slide`, `dataset`, `stage`: where predictions live and when they are stale, the
   work per slide and per dataset, `run_predict`;
 - `evaluate`, `evaluate_report`: `run_model_evaluation` and its Table 2 / Figure 3a;
-- `labels`: predicted cells as presence labels for `histocurate select`;
-- `simulate`: test oracles (window views of known nuclei, a model that finds dark blobs,
-  a tiny random checkpoint).
+- `labels`: predicted cells as presence labels for `histocurate select`.
+
+Its test oracles (window views of known nuclei, a model that finds dark blobs, a tiny
+random checkpoint) are in `histocurate.testing.predict_data`.
 """
