@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from data_schema.consensus import FATES
 from histocurate.consensus.labels import (
     LABEL_RULES,
     DawidSkeneFit,
@@ -38,7 +39,7 @@ _LABEL_COLUMNS = [
     "label_rule",
 ]  # fmt: skip
 
-STATUSES = ("kept", "dropped", "single_annotator_tile", "no_mask")
+STATUSES = FATES  # declared once, with the fates table
 """Fate of each annotation: in a kept nucleus; in a nucleus with too few annotators; on a
 tile that only one annotator annotated; or without a usable mask (never matched)."""
 
