@@ -101,6 +101,18 @@ def autocast(device: torch.device, precision: str) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def amp_precision(amp: bool, device: torch.device) -> str:
+    """The precision an on/off mixed-precision flag (NuClick's ``amp``) means on ``device``:
+    bfloat16 on a GPU, float32 elsewhere (CPU autocast rarely pays).
+
+    >>> amp_precision(True, torch.device("cpu"))
+    'fp32'
+    >>> amp_precision(True, torch.device("cuda"))
+    'bf16'
+    """
+    return "bf16" if amp and device.type == "cuda" else "fp32"
+
+
 def needs_grad_scaler(device: torch.device, precision: str) -> bool:
     """float16 training needs loss scaling (bfloat16 and float32 do not)."""
     return autocast_dtype(precision, device) is torch.float16

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from histocurate.torchutil import atomic_save
 from nuclick.errors import CheckpointError
 
 BN_EPS = 1.001e-5
@@ -264,8 +265,4 @@ def save_model(path: str | Path, model: NuClick, info: Checkpoint, **extra: Any)
     meta = {"width": model.width, "mpp": info.mpp, "patch_size": info.patch_size, **info.extra}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"state_dict": state, "nuclick": meta, **extra}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_save(payload, path)  # makes the folder; a reader never sees half a file

@@ -11,7 +11,6 @@ import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 
@@ -19,6 +18,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from histocurate.torchutil import amp_precision, autocast
+from histocurate.torchutil import resolve_device as resolve_device  # the one device check
 from nuclick.guidance import build_inputs, check_image, check_points, click_pixels, pad_to_patch
 from nuclick.postprocess import (
     FALLBACK_RADIUS,
@@ -111,12 +112,6 @@ def _batches(jobs: list[_Job], batch_size: int) -> Iterator[list[tuple[int, np.n
                 pieces, filled = [], 0
     if pieces:
         yield pieces
-
-
-def _autocast(device: torch.device, amp: bool) -> torch.autocast | nullcontext[None]:
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 class _Collector:
@@ -255,12 +250,6 @@ class _Inputs:
         return batch, metas
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @torch.no_grad()
 def predict_many(
     images: Sequence[np.ndarray],
@@ -289,7 +278,7 @@ def predict_many(
     inputs = _Inputs(opts, dev)
     for pieces in _batches(jobs, opts.batch_size):
         batch, metas = inputs.build(jobs, pieces, opts)
-        with _autocast(dev, opts.amp):
+        with autocast(dev, amp_precision(opts.amp, dev)):
             logits = model(batch)
         probs = torch.sigmoid(logits.float())[: len(metas), 0]
         event = None

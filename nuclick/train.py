@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
+from histocurate.torchutil import amp_precision, autocast, resolve_device
 from nuclick.model import Checkpoint, NuClick, load_state, save_model
-from nuclick.predict import resolve_device
 from nuclick.train_data import NuclickPatchDataset
 
 
@@ -95,16 +95,10 @@ def evaluate(
     for b, (inputs, target, _) in enumerate(loader):
         if max_batches is not None and b >= max_batches:
             break
-        with _autocast(device, amp):
+        with autocast(device, amp_precision(amp, device)):
             logits = model(inputs.to(device))
         scores.append(patch_dice(logits, target.to(device)).cpu())
     return float(torch.cat(scores).mean()) if scores else float("nan")
-
-
-def _autocast(device: torch.device, amp: bool) -> Any:
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return torch.autocast(device_type="cpu", enabled=False)
 
 
 def _optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
@@ -186,7 +180,7 @@ def train(
         for inputs, target, weights in train_loader:
             inputs, target = inputs.to(device, non_blocking=True), target.to(device)
             weights = weights.to(device)
-            with _autocast(device, config.amp):
+            with autocast(device, amp_precision(config.amp, device)):
                 logits = model(inputs)
             loss = weighted_bce_dice(logits, target, weights)
             optimizer.zero_grad(set_to_none=True)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from histocurate.imaging import resize_rgb
+from histocurate.torchutil import autocast, resolve_device
 
 Preprocessor = Callable[[np.ndarray], torch.Tensor]
 
@@ -74,25 +75,6 @@ class Encoder(ABC):
         return self.encode(torch.stack([prep(t) for t in tiles]))
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> the first GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        from histocurate.errors import UserInputError
-
-        raise UserInputError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
-    return resolved
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` (None: full float32)."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-
-
 class TorchEncoder(Encoder):
     """A network encoder: normalisation on the device, then ``forward_features``."""
 
@@ -134,14 +116,10 @@ class TorchEncoder(Encoder):
         return (pixels - self._mean) / self._std
 
     def encode(self, batch: torch.Tensor) -> np.ndarray:
-        dtype = autocast_dtype(self.precision, self.device)
         with torch.inference_mode():
             pixels = self.normalise(batch)
-            if dtype is None:
+            with autocast(self.device, self.precision):
                 out = self.forward_features(pixels)
-            else:
-                with torch.autocast(device_type=self.device.type, dtype=dtype):
-                    out = self.forward_features(pixels)
             return out.float().cpu().numpy()
 
     def identity(self) -> dict[str, Any]:

@@ -96,9 +96,12 @@ def get_encoder(
     weights: benchmarks only, and recorded as such beside any features it makes.
     """
     from histocurate.config import FeaturesConfig
+    from histocurate.torchutil import resolve_device
 
     spec = encoder_spec(name)
     config = config or FeaturesConfig()  # type: ignore[call-arg]
+    # a device this machine lacks is an error whatever the encoder (builtin ignores it)
+    resolve_device(device or config.device)
     module, function = spec.builder.split(":")
     build = getattr(importlib.import_module(f"histocurate.features.{module}"), function)
     if spec.weights_setting is None:
