@@ -290,3 +290,19 @@ def test_h0mini_from_a_truncated_state_dict_is_a_weights_error(tmp_path: Path) -
     torch.save(state, tmp_path / "w.pt")
     with pytest.raises(WeightsError, match=r"w\.pt: the tensors do not describe an H0-mini"):
         build_h0mini(weights=tmp_path / "w.pt", hf_cache=None, device="cpu", precision="fp32")
+
+
+def test_weights_field_comes_from_the_registry() -> None:
+    from histocurate.features import weights_field
+    from histocurate.features.registry import ENCODERS
+
+    for spec in ENCODERS:
+        name = "timm:vit_tiny" if spec.name.startswith("timm:") else spec.name
+        if spec.weights_setting is None:
+            with pytest.raises(UserInputError, match="takes no weights"):
+                weights_field(name)
+        else:
+            assert weights_field(name) == spec.weights_setting
+            assert spec.weights_setting in FeaturesConfig.model_fields
+    with pytest.raises(UserInputError, match="unknown encoder 'vgg'"):
+        weights_field("vgg")

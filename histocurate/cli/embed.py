@@ -18,8 +18,7 @@ from histocurate.cli.base import (
     use_prefect,
 )
 from histocurate.errors import UserInputError
-
-_WEIGHT_FIELDS = {"phikon": "phikon_weights", "h0-mini": "h0_mini_weights"}
+from histocurate.features.registry import ENCODER_NAMES, weights_field
 
 
 @app.command()
@@ -27,7 +26,7 @@ def embed(
     workspace: WorkspaceOption = Path("."),
     encoder: Annotated[
         str | None,
-        typer.Option(help="builtin (default, no weights), phikon, h0-mini or timm:<model name>."),
+        typer.Option(help=f"{', '.join(ENCODER_NAMES)} (default builtin: no weights)."),
     ] = None,
     weights: Annotated[
         Path | None,
@@ -69,10 +68,7 @@ def embed(
     }
     if weights is not None:
         chosen = name or config_for(workspace).features.encoder
-        field = _WEIGHT_FIELDS.get(chosen, "timm_weights" if chosen.startswith("timm:") else "")
-        if not field:
-            raise UserInputError(f"--weights: encoder {chosen!r} takes no weights")
-        section[field] = str(weights.expanduser().resolve())
+        section[weights_field(chosen)] = str(weights.expanduser().resolve())
     overrides = flag_overrides({"features": section})
     config = config_for(workspace, overrides)
     slide_ids = [s.strip() for s in slides.split(",") if s.strip()] if slides else None

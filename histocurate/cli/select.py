@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from data_schema.selection import ARMS
 from histocurate.cli.base import (
     PrefectOption,
     WorkspaceOption,
@@ -17,8 +18,6 @@ from histocurate.cli.base import (
     run_stage,
 )
 from histocurate.errors import UserInputError
-
-_ARMS = ("diversity", "rare", "uncertainty")
 
 
 def _split(
@@ -46,7 +45,7 @@ def select(
         int | None, typer.Option(min=0, help="Tiles drawn from the uncertainty pool (50).")
     ] = None,
     arms: Annotated[
-        str | None, typer.Option(help="Arms to run, comma-separated: diversity,rare,uncertainty.")
+        str | None, typer.Option(help=f"Arms to run, comma-separated: {','.join(ARMS)}.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every random choice (0).")] = None,
     encoders: Annotated[
@@ -74,7 +73,7 @@ def select(
     section: dict[str, Any] = {
         "n_tiles": n_tiles,
         "n_uncertain": n_uncertain,
-        "arms": _split(arms, what="--arms", allowed=_ARMS),
+        "arms": _split(arms, what="--arms", allowed=ARMS),
         "seed": seed,
         "encoders": _split(encoders, what="--encoders"),
         "labels": str(labels.expanduser().resolve()) if labels else None,

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
+from data_schema.selection import ARMS
 from histocurate.config.base import Section
 from histocurate.labels import RARE_LABELS
 
-SelectionArm = Literal["diversity", "rare", "uncertainty"]
+# The arms are one table, data_schema.selection.ARMS (the selection table's `arm` choices):
+# the config's choices are derived from it (mypy sees a plain str).
+if TYPE_CHECKING:
+    SelectionArm = str
+else:
+    SelectionArm = Literal[ARMS]
 ScalerName = Literal["global", "slide", "cohort"]
-_ARMS: tuple[SelectionArm, ...] = ("diversity", "rare", "uncertainty")
 _SCALERS: tuple[ScalerName, ...] = ("global", "slide", "cohort")
 
 
@@ -20,7 +25,7 @@ class SelectionConfig(Section):
     """Active-learning tile selection (`histocurate select`): the three arms and the draws."""
 
     arms: list[SelectionArm] = Field(
-        default_factory=lambda: list(_ARMS),
+        default_factory=lambda: list(ARMS),
         description="Arms to run: diversity, rare (rare-cell enrichment), uncertainty.",
     )
     encoders: list[str] = Field(

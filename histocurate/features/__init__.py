@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from histocurate.features.base import Encoder
     from histocurate.features.extract import embed_tile_table
-    from histocurate.features.registry import ENCODER_NAMES, check_encoder_name, get_encoder
+    from histocurate.features.registry import (
+        ENCODER_NAMES,
+        check_encoder_name,
+        get_encoder,
+        weights_field,
+    )
     from histocurate.features.stage import (
         EmbedPlan,
         EmbedRun,
@@ -39,6 +44,7 @@ _WHERE = {
     "ENCODER_NAMES": "registry",
     "check_encoder_name": "registry",
     "get_encoder": "registry",
+    "weights_field": "registry",
     "EmbedPlan": "stage",
     "EmbedRun": "stage",
     "embed_item": "stage",
@@ -68,6 +74,7 @@ __all__ = [
     "load_features",
     "plan_embedding",
     "run_embed",
+    "weights_field",
     "write_slide_features",
 ]
 

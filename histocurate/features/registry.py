@@ -81,6 +81,21 @@ def check_encoder_name(name: str) -> str:
     return name
 
 
+def weights_field(name: str, *, flag: str = "--weights") -> str:
+    """The ``[features]`` key holding the weights of encoder ``name`` (from `ENCODERS`).
+
+    `UserInputError` if ``name`` is no encoder or takes no weights (``flag`` names the
+    option in the message: the CLI's ``--weights``, a flow's ``weights``).
+
+    >>> weights_field("h0-mini"), weights_field("timm:vit_small_patch16_224")
+    ('h0_mini_weights', 'timm_weights')
+    """
+    field = encoder_spec(name).weights_setting
+    if field is None:
+        raise UserInputError(f"{flag}: encoder {name!r} takes no weights")
+    return field
+
+
 def get_encoder(
     name: str,
     *,

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from data_schema import SELECTION
+from data_schema.selection import ARMS
 from histocurate.config import SelectionConfig
 from histocurate.errors import UserInputError
 from histocurate.selection.cv import CVResult
@@ -182,7 +183,7 @@ def run_selection(
     """
     notes: list[str] = []
     timings: dict[str, float] = {}
-    arms: list[str] = [a for a in ("diversity", "rare", "uncertainty") if a in config.arms]
+    arms: list[str] = [a for a in ARMS if a in config.arms]
     check_slides(slides)
     if labels is not None:
         labels = checked_labels(labels, config.rare_types, notes)
@@ -399,10 +400,7 @@ def _per_slide(
                 "rare_pool": len(sc.rare) if sc else 0,
                 "uncertain_tiles": sc.n_uncertain if sc else 0,
                 "uncertainty_pool": len(sc.uncertain) if sc else 0,
-                **{
-                    f"selected_{a}": int(picked.get((scan.slide_id, a), 0))
-                    for a in ("diversity", "rare", "uncertainty")
-                },
+                **{f"selected_{a}": int(picked.get((scan.slide_id, a), 0)) for a in ARMS},
             }
         )
     predicted = pd.DataFrame([{"slide_id": s.slide_id, **s.predicted} for s in scores])

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_schema.selection import ARMS
 from histocurate.selection.cv import nested_summary
 from histocurate.selection.pipeline import SelectionResult
 
@@ -41,7 +42,7 @@ def _md_table(frame: pd.DataFrame, *, floats: str = "{:.3f}") -> str:
 def report_tables(result: SelectionResult) -> dict[str, pd.DataFrame]:
     """The report's tables by name (each is also a table artifact / CSV file)."""
     sel = result.selection
-    arms = sel.groupby("arm").size().reindex(["diversity", "rare", "uncertainty"], fill_value=0)
+    arms = sel.groupby("arm").size().reindex(list(ARMS), fill_value=0)
     tables = {
         "arms": arms.rename("tiles").rename_axis("arm").reset_index(),
         "per_slide": result.per_slide,
