@@ -68,6 +68,11 @@ def test_build_list_show_export(
     )
     assert "without a pannuke class left out" in flat(capsys.readouterr().out)
     assert (tmp_path / "pn" / "Fold 1" / "masks" / "fold1" / "masks.npy").exists()
+    cv = ["dataset", "export", "train", str(tmp_path / "cv"), "--format", "cellvit"]
+    assert main([*cv, "--classes", "pannuke", *w]) == 0
+    assert "kept as instances with type 0" in flat(capsys.readouterr().out)
+    assert (tmp_path / "cv" / "dataset_config.yaml").exists()
+    assert list((tmp_path / "cv" / "fold0" / "labels").glob("0_*.npy"))
 
 
 def test_import_then_show(ws: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

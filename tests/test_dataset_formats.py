@@ -337,3 +337,81 @@ def test_a_built_dataset_goes_through_pannuke(tmp_path: Path) -> None:
             expected[channel[inst] == j] = class_index(label)
         assert (decode_map(other["type_map"]) == expected).all()
         assert (decode_rgb(other["image"]) == decode_rgb(row.image)).all()
+
+
+def read_like_cellvit(
+    root: Path, fold: int
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """What CellViT's PanNukeDataset reads of ``fold``: image, inst_map, type_map per name
+    (``fold{k}/images/*.png`` with ``labels/{stem}.npy`` loaded with allow_pickle and
+    ``[()]``), the same way its loader does."""
+    base = root / f"fold{fold}"
+    out = {}
+    for image in sorted((base / "images").glob("*.png")):
+        mask = np.load(base / "labels" / f"{image.stem}.npy", allow_pickle=True)
+        inst = mask[()]["inst_map"].astype(np.int32)
+        kind = mask[()]["type_map"].astype(np.int32)
+        out[image.name] = (np.array(Image.open(image)).astype(np.uint8), inst, kind)
+    return out
+
+
+def test_a_built_dataset_goes_through_cellvit(tmp_path: Path) -> None:
+    from histocurate.dataset.formats.cellvit import cellvit_type
+
+    make_workspace(tmp_path / "ws")
+    run = build(tmp_path / "ws")
+    assert run.path is not None
+    version = resolve_dataset(datasets_root((tmp_path / "ws").resolve()), "ds")
+    counts = export_dataset(version, "cellvit", tmp_path / "cv")
+    out = tmp_path / "cv"
+    tiles = pd.read_parquet(run.path / "tiles.parquet").set_index("tile_id")
+    nuclei = pd.read_parquet(run.path / "nuclei.parquet")
+    classes = sorted(version.info()["classes"], key=lambda c: int(c["index"]))
+    renumber = {int(c["index"]): k for k, c in enumerate(classes, start=1)}
+    config_text = (out / "dataset_config.yaml").read_text(encoding="utf-8")
+    assert "nuclei_types:" in config_text and '"Background": 0' in config_text
+    for k, c in enumerate(classes, start=1):
+        assert f"{json.dumps(c['name'])}: {k}" in config_text
+    assert counts["tiles"] == len(tiles) and counts["left_out"] == 0
+    assert counts["exported"] + counts["untyped"] == len(nuclei)
+    assert counts["untyped"] == int(nuclei["label"].isna().sum()) > 0  # undetermined ones
+    seen = 0
+    for fold in sorted(tiles["fold"].unique()):
+        items = read_like_cellvit(out, int(fold))
+        types = pd.read_csv(out / f"fold{fold}" / "types.csv").set_index("img")["type"]
+        cells = pd.read_csv(out / f"fold{fold}" / "cell_count.csv", index_col=0)
+        traced = pd.read_csv(out / f"fold{fold}" / "tiles.csv").set_index("img")
+        assert list(cells.columns) == [c["name"] for c in classes]
+        assert set(items) == set(types.index) == set(cells.index) == set(traced.index)
+        for name, (image, inst, kind) in items.items():
+            assert name.startswith(f"{fold}_")
+            row = tiles.loc[traced.loc[name, "tile_id"]]
+            assert int(row["fold"]) == fold and types[name] == row["indication"]
+            ours_type = decode_map(row["type_map"]).astype(np.int64)
+            assert (image == decode_rgb(row["image"])).all()
+            assert (inst == decode_map(row["inst_map"])).all()
+            lut = np.zeros(256, dtype=np.int64)
+            for index, k in renumber.items():
+                lut[index] = k
+            assert (kind == lut[ours_type]).all()  # ignore (255) -> 0, classes renumbered
+            assert kind.max() <= len(classes)
+            mine = nuclei[nuclei["tile_id"] == row.name]
+            expected = np.zeros(len(classes) + 1, dtype=np.int64)
+            for label in mine["label"].dropna():
+                expected[renumber[class_index(label)]] += 1
+            assert (cells.loc[name].to_numpy() == expected[1:]).all()
+            seen += 1
+    assert seen == len(tiles)
+    # PanNuke's five classes, CellViT's PanNuke indices (1 Neoplastic .. 5 Epithelial)
+    five = export_dataset(version, "cellvit", tmp_path / "cv5", classes="pannuke")
+    columns = pd.read_csv(tmp_path / "cv5" / "fold0" / "cell_count.csv", index_col=0).columns
+    assert list(columns) == ["Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial"]
+    channels = [
+        pannuke_channel(a, b) for a, b in zip(nuclei["label"], nuclei["labels"], strict=True)
+    ]
+    assert five["exported"] == sum(c is not None for c in channels)
+    assert cellvit_type("lymphocyte", ["lymphocyte"], {"lymphocyte": 2}) == 2
+    assert cellvit_type(None, ["lymphocyte", "unknown"], {"lymphocyte": 2}) == 2
+    assert cellvit_type(None, ["lymphocyte", "fibroblast"], {"lymphocyte": 2}) == 0
+    with pytest.raises(UserInputError, match="not empty"):
+        export_dataset(version, "cellvit", tmp_path / "cv")

@@ -46,7 +46,13 @@ class ImportFormat(StrEnum):
 
 class ExportFormat(StrEnum):
     pannuke = "pannuke"
+    cellvit = "cellvit"
     geojson = "geojson"
+
+
+class ExportClasses(StrEnum):
+    dataset = "dataset"
+    pannuke = "pannuke"
 
 
 CampaignOption = Annotated[
@@ -229,22 +235,44 @@ def import_command(
 def export_command(
     spec: Annotated[str, typer.Argument(help="NAME or NAME@VERSION.")],
     directory: Annotated[Path, typer.Argument(help="Folder to write (new or empty).")],
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="pannuke or geojson.")],
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="pannuke (the official download's numpy folds), cellvit (the folders "
+            "CellViT's training loader reads) or geojson (QuPath, one file per tile).",
+        ),
+    ],
+    classes: Annotated[
+        ExportClasses,
+        typer.Option(
+            help="cellvit only: the dataset's own classes, or PanNuke's five (CellViT's "
+            "PanNuke configs and cell-based sampling)."
+        ),
+    ] = ExportClasses.dataset,
     workspace: WorkspaceOption = Path("."),
 ) -> None:
-    """A dataset version in PanNuke's layout (numpy folds) or as QuPath GeoJSON per tile."""
+    """A dataset version in PanNuke's official layout (Fold N/images/foldN/images.npy, ...:
+    our importer and PanNuke-metrics read it), as CellViT-ready folders (foldK/images/*.png,
+    labels/*.npy {inst_map, type_map}, types.csv, cell_count.csv, dataset_config.yaml: what
+    CellViT's PanNukeDataset trains on, any tile size) or as QuPath GeoJSON per tile."""
     from histocurate.dataset.formats import export_dataset
     from histocurate.dataset.store import datasets_root, resolve_dataset
 
     config = config_for(workspace)
     version = resolve_dataset(datasets_root(config.workspace), spec)
     with console.status(f"exporting {version.spec} as {fmt.value}"):
-        counts = export_dataset(version, fmt.value, directory.resolve())
+        counts = export_dataset(version, fmt.value, directory.resolve(), classes=classes.value)
     console.print(
         f"{counts['tiles']} tiles, {counts['exported']} nuclei written to {directory}"
         + (
             f"; {counts['left_out']} nuclei without a {fmt.value} class left out"
             if counts["left_out"]
+            else ""
+        )
+        + (
+            f"; {counts['untyped']} nuclei without a class kept as instances with type 0"
+            if counts.get("untyped")
             else ""
         ),
         soft_wrap=True,

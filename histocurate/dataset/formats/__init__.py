@@ -1,5 +1,6 @@
-"""Exchange formats: PanNuke, CoNSeP and Lizard importers; PanNuke and QuPath GeoJSON
-exporters (see each module for the layout and the class mapping)."""
+"""Exchange formats: PanNuke, CoNSeP and Lizard importers; PanNuke (the official download's
+numpy layout), CellViT (the per-image folders CellViT's training loader reads) and QuPath
+GeoJSON exporters (see each module for the layout and the class mapping)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from histocurate.errors import UserInputError
 from histocurate.runs import Mapper, Progress
 
 IMPORT_FORMATS = ("pannuke", "consep", "lizard")
-EXPORT_FORMATS = ("pannuke", "geojson")
+EXPORT_FORMATS = ("pannuke", "cellvit", "geojson")
 
 
 def run_dataset_import(
@@ -44,8 +45,16 @@ def run_dataset_import(
     return run_import(config, plan, name=name, mpp=mpp, mapper=mapper, progress=progress)
 
 
-def export_dataset(version: Any, fmt: str, out: Path) -> dict[str, Any]:
-    """Export a `DatasetVersion` as ``fmt`` under ``out``; returns counts."""
+def export_dataset(
+    version: Any, fmt: str, out: Path, *, classes: str = "dataset"
+) -> dict[str, Any]:
+    """Export a `DatasetVersion` as ``fmt`` under ``out``; returns counts.
+
+    ``classes`` (cellvit only): ``dataset`` (the version's classes) or ``pannuke``."""
+    if fmt == "cellvit":
+        from histocurate.dataset.formats.cellvit import export_cellvit
+
+        return export_cellvit(version, out, classes=classes)
     if fmt == "pannuke":
         from histocurate.dataset.formats.pannuke import export_pannuke
 

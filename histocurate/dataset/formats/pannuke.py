@@ -15,11 +15,18 @@ with the project's overlap rule (a pixel claimed by several channels goes to the
 nucleus, where CellViT lets the later channel win), and the pixels this decides are counted.
 Arrays are memory-mapped: a fold of PanNuke (~8 GB of float masks) is never loaded whole.
 
-Export: the same layout, images uint8 and masks int32 (PanNuke's float64 would be 4x the
-size; CellViT and PanNuke-metrics cast them anyway), types.npy = indications, for tiles of
-one size. Our classes map to PanNuke's channels by `TO_PANNUKE`; an undetermined nucleus
-goes to a channel when all its proposed labels map to that channel; the others (red blood
-cells, 'epithelial_any', 'other', undetermined across channels) are left out and counted.
+Export: the same (official download) layout, images uint8 and masks int32 (PanNuke's
+float64 would be 4x the size; readers cast them anyway), types.npy = indications, for tiles
+of one size. Who reads it: this importer, and PanNuke-metrics (``masks[..., :5]``). CellViT's
+training does *not* read it directly: its ``prepare_pannuke.py`` expects flat 0-based
+``input/fold{0,1,2}/images.npy`` and ``masks.npy`` and hard-codes 256 x 256 tiles (ours are
+usually 448 px), and its ``PanNukeDataset`` reads the per-image folders that script writes.
+For CellViT use the ``cellvit`` export (`histocurate.dataset.formats.cellvit`), which writes
+those folders for any tile size.
+
+Our classes map to PanNuke's channels by `TO_PANNUKE`; an undetermined nucleus goes to a
+channel when all its proposed labels map to that channel; the others (red blood cells,
+'epithelial_any', 'other', undetermined across channels) are left out and counted.
 """
 
 from __future__ import annotations
