@@ -12,15 +12,14 @@ True
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from data_schema.assignments import ASSIGNMENTS
 from histocurate.io import read_table, write_table
+from histocurate.seeding import rng_for
 
 
 def draw_annotators(tile_id: str, annotators: Sequence[str], k: int | None, seed: int) -> list[str]:
@@ -30,7 +29,7 @@ def draw_annotators(tile_id: str, annotators: Sequence[str], k: int | None, seed
     """
     if k is None or k >= len(annotators):
         return list(annotators)
-    rng = np.random.default_rng([seed, zlib.crc32(tile_id.encode())])
+    rng = rng_for(seed, tile_id)  # the same stream as default_rng([seed, crc32(tile_id)])
     picked = rng.choice(len(annotators), size=k, replace=False)
     return [annotators[i] for i in sorted(picked)]
 

@@ -9,7 +9,6 @@ holds another architecture is an error that lists the missing and unexpected key
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import torch
 
+from histocurate.digest import file_sha256
 from histocurate.errors import UserInputError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
@@ -226,8 +226,4 @@ def fingerprint(path: Path) -> str:
     target = weight_file_in(path) if path.is_dir() else path
     if target is None:
         return "none"
-    digest = hashlib.sha256()
-    with open(target, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(target)

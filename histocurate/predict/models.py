@@ -7,7 +7,6 @@ task runner).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 
 from histocurate.cellvit.checkpoint import CheckpointInfo, load_checkpoint
 from histocurate.cellvit.model import CellViT
+from histocurate.digest import file_sha256
 from histocurate.torchutil import resolve_device
 
 
@@ -45,11 +45,7 @@ def checkpoint_digest(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()[:32]
+        _DIGESTS[key] = file_sha256(path)[:32]
     return _DIGESTS[key]
 
 
