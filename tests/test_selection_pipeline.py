@@ -10,12 +10,14 @@ import pyarrow as pa
 import pytest
 
 from data_schema import SELECTION, TILES, features_schema
+from data_schema.selection import ARMS
 from histocurate.cli.app import main
 from histocurate.config import SelectionConfig, load_config
-from histocurate.errors import UserInputError
+from histocurate.errors import SchemaError, UserInputError
 from histocurate.features.store import write_slide_features
-from histocurate.io import read_table, write_partition
+from histocurate.io import read_table, write_partition, write_table
 from histocurate.selection.pipeline import run_selection
+from histocurate.selection.report import render_markdown
 from histocurate.selection.sources import ArrayFeatures, WorkspaceFeatures
 from histocurate.testing.selection_data import SyntheticCohort, SyntheticFeatures
 from histocurate.workspace import Workspace, init_workspace
@@ -137,13 +139,26 @@ def test_bad_inputs() -> None:
     source = ArrayFeatures({"S": {"e": (ids, values)}}, ("e",))
     with pytest.raises(UserInputError, match="NaN or infinite"):
         source.load("S")
-    no_labels = (
-        _run(config, labels=None)
-        if False
-        else run_selection("LUAD", COHORT.slides(), SyntheticFeatures(COHORT), None, config=config)
+    # no labels at all (`_run` would pass the synthetic ones): the labelled arms are skipped
+    no_labels = run_selection(
+        "LUAD", COHORT.slides(), SyntheticFeatures(COHORT), None, config=config
     )
     assert set(no_labels.selection["arm"]) == {"diversity"}
     assert any("no presence labels" in n for n in no_labels.notes)
+    assert no_labels.arms == ["diversity"]
+    assert "arms: diversity; encoders:" in render_markdown(no_labels)  # the run, as reported
+
+
+def test_an_arm_outside_the_schema_is_refused_on_write(tmp_path: Path) -> None:
+    selection = _run(SelectionConfig(**FAST | {"arms": ["diversity"]})).selection.copy()
+    write_table(selection, tmp_path / "ok.parquet", SELECTION)
+    selection.loc[selection.index[0], "arm"] = "novelty"
+    with pytest.raises(
+        SchemaError, match=r"column 'arm' of table 'selection' holds \['novelty'\]"
+    ) as info:
+        write_table(selection, tmp_path / "bad.parquet", SELECTION)
+    assert str(list(ARMS)) in str(info.value)
+    assert not (tmp_path / "bad.parquet").exists()
 
 
 # -- workspace, CLI ---------------------------------------------------------------------
