@@ -101,3 +101,37 @@ def test_annotator_lists_are_checked_before_connecting(sandbox, tmp_path, monkey
     b.config.cytomine.annotators = []
     with pytest.raises(UserInputError, match=r"listed twice|no annotators"):
         b.export(unique(), annotators=[a for a in bad.split(",") if a])
+
+
+def test_a_forbidden_user_list_falls_back_to_the_project_members(sandbox, tmp_path, monkeypatch):
+    """Where the server refuses the user list (HTTP 403), annotators are found among the
+    members of the campaign's existing project; with no project yet, the error says so."""
+    from histocurate.demo.sandbox import routes
+    from histocurate.demo.sandbox.db import Forbidden
+
+    def forbidden(r):
+        raise Forbidden(f"User {r.me['username']} may not list users")
+
+    b = bench(sandbox, tmp_path, monkeypatch, make_tiles(1, slide="forbid"))
+    name = unique("forbid")
+    assert b.export(name, annotators=["alice", "bob"]).exit_code == 0  # the list allowed
+    server = sandbox.server
+    patched = [(v, p, forbidden if h is routes.users else h) for v, p, h in server.routes]
+    monkeypatch.setattr(server, "routes", patched)
+    again = b.export(name, annotators=["alice", "bob"])
+    assert again.exit_code == 0, again.failure_lines()
+    message = _one_line(b.export(name, annotators=["alice", "carol"]))
+    assert "'carol' do not exist among the members of the campaign's project(s)" in message
+    assert "user list is forbidden" in message
+    message = _one_line(b.export(unique("forbid"), annotators=["alice"]))
+    assert "does not let 'histocurate-admin' list the users (HTTP 403)" in message
+    assert "no project yet" in message
+    keys = [k for pair in sandbox.keys.values() for k in pair]
+    assert not any(k in message for k in keys)
+
+
+def _one_line(run) -> str:
+    assert run.exit_code == 2, run.failure_lines()
+    [failed] = run.failed
+    assert "\n" not in (failed.error or "")
+    return failed.error or ""

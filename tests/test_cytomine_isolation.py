@@ -10,7 +10,7 @@ import pytest
 from data_schema.assignments import ASSIGNMENTS
 from data_schema.points import POINTS
 from histocurate.cytomine.client import connect
-from histocurate.cytomine.projects import project_info
+from histocurate.cytomine.projects import INDEPENDENT, ensure_ontology, project_info
 from histocurate.cytomine.rest import SignedSession
 from histocurate.cytomine.retry import CytomineCallError
 from histocurate.io import read_table
@@ -105,3 +105,23 @@ def test_per_reader_projects_hold_only_their_readers_tiles(sandbox, tmp_path, mo
     pd.testing.assert_frame_equal(sorted_clicks(points), sorted_clicks(made.clicks))
     pairs = set(zip(points.tile_id, points.annotator, strict=True))
     assert pairs <= set(zip(table.tile_id, table.annotator, strict=True))
+
+
+def test_an_existing_project_without_the_settings_gets_them(sandbox, tmp_path, monkeypatch):
+    b = bench(sandbox, tmp_path, monkeypatch, make_tiles(1, slide="older"))
+    name = unique("older")
+    with connect(sandbox.credentials(), FAST) as conn:
+        oid = ensure_ontology(conn, f"histocurate cell types ({name})")
+    admin = SignedSession(sandbox.host, *sandbox.keys[sandbox.admin], policy=FAST)
+    made = admin.request("POST", "/api/project.json", body={"name": name, "ontology": oid})
+    made = made["project"]  # made by hand (or by an older histocurate): every layer shown
+    assert not any(made[k] for k in INDEPENDENT)
+    run = b.export(name)
+    assert run.exit_code == 0 and not run.created
+    now = admin.get(f"/api/project/{made['id']}.json")
+    assert {k: now[k] for k in INDEPENDENT} == dict(INDEPENDENT) and now["mode"] == "RESTRICTED"
+    alice = SignedSession(sandbox.host, *sandbox.keys["alice"], policy=FAST)
+    seen = alice.collection(f"/api/project/{made['id']}/userlayer.json")
+    assert [u["username"] for u in seen] == ["alice"]  # honoured, not only stored
+    assert b.export(name).exit_code == 0  # and a re-run changes nothing
+    assert admin.get(f"/api/project/{made['id']}.json")["updated"] == now["updated"]

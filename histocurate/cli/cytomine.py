@@ -152,7 +152,8 @@ def push_consensus_command(
     prefect: PrefectOption = None,
 ) -> None:
     """Write the campaign's consensus nuclei to Cytomine, in the layer of a dedicated user
-    (keys: CYTOMINE_CONSENSUS_PUBLIC_KEY / _PRIVATE_KEY), for review. Idempotent."""
+    (keys: CYTOMINE_CONSENSUS_PUBLIC_KEY / _PRIVATE_KEY) in the review project 'PROJECT
+    (review)', where the readers see it and cannot edit it. Idempotent."""
     config = config_for(workspace)
     options: dict[str, Any] = dict(project=project, shape=shape, host=host)
     if use_prefect(prefect):

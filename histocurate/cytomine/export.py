@@ -41,10 +41,16 @@ from histocurate.cytomine.images import (
     own_storage,
     set_property,
 )
-from histocurate.cytomine.projects import ensure_members, ensure_project, resolve_users
+from histocurate.cytomine.projects import (
+    ensure_members,
+    ensure_project,
+    find_project,
+    projects_named,
+    resolve_users,
+)
 from histocurate.cytomine.retry import CytomineCallError
 from histocurate.cytomine.upload import UploadRouteMissing, upload_tile
-from histocurate.errors import UserInputError
+from histocurate.errors import HistocurateError, UserInputError
 from histocurate.runs import ItemOutcome
 
 READER_SEPARATOR = " / "
@@ -117,7 +123,9 @@ class _Exporter:
 
     def setup(self) -> ProjectExport:
         options, conn = self.options, self.conn
-        users = resolve_users(conn, options.annotators)  # every unknown name at once
+        users = resolve_users(  # every unknown name at once
+            conn, options.annotators, projects=self._existing_projects
+        )
         self.main, created = ensure_project(conn, options.project)
         added: list[int] = []
         self.readers: dict[str, int] = {}
@@ -135,6 +143,13 @@ class _Exporter:
         self.reader_images = {r: ProjectImages.read(conn, pid) for r, pid in self.readers.items()}
         members = sorted({n for n, uid in users.items() if uid in added})
         return ProjectExport(self.main.id, created, members, dict(self.readers))
+
+    def _existing_projects(self) -> list[int]:
+        """The campaign's projects already on the server (main, then per-reader ones)."""
+        name = self.options.project
+        main = find_project(self.conn, name)
+        readers = projects_named(self.conn, name + READER_SEPARATOR)
+        return [int(p["id"]) for p in ([main] if main else []) + readers]
 
     def tile(self, tile: pd.Series) -> tuple[ItemOutcome, list[dict[str, Any]]]:
         start = time.perf_counter()
@@ -240,10 +255,9 @@ def export_project(conn: Connection, plan: ExportPlan, source: ImageSource) -> P
             stop = isinstance(exc, _STOPPING) or (
                 isinstance(exc, CytomineCallError) and exc.transient
             )
+            # Our own errors say what happened; only a bug names its exception type.
             error = (
-                str(exc)
-                if isinstance(exc, UserInputError | CytomineCallError)
-                else (f"{type(exc).__name__}: {exc}")
+                str(exc) if isinstance(exc, HistocurateError) else f"{type(exc).__name__}: {exc}"
             )
             result.outcomes.append(
                 ItemOutcome(

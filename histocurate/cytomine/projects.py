@@ -10,11 +10,11 @@ annotation of the project).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from histocurate.cytomine.client import Connection
+from histocurate.cytomine.client import Connection, CytominePermissionError
 from histocurate.cytomine.listing import list_all
 from histocurate.cytomine.retry import CytomineCallError
 from histocurate.errors import UserInputError
@@ -25,6 +25,13 @@ from histocurate.labels import ANNOTATION_LABELS, cell_type
 INDEPENDENT: Mapping[str, bool] = {
     "hideUsersLayers": True,
     "hideAdminsLayers": True,
+    "isRestricted": True,
+}
+# A review project (the consensus back to the pathologists): every layer shown, so the
+# readers see the consensus layer, and RESTRICTED, so they cannot edit it.
+REVIEW: Mapping[str, bool] = {
+    "hideUsersLayers": False,
+    "hideAdminsLayers": False,
     "isRestricted": True,
 }
 
@@ -74,17 +81,45 @@ def created_object(answer: Any, kind: str) -> dict[str, Any]:
     raise CytomineCallError(f"create {kind}", 200, "the answer holds no created object")
 
 
-def resolve_users(conn: Connection, usernames: Sequence[str]) -> dict[str, int]:
+def resolve_users(
+    conn: Connection,
+    usernames: Sequence[str],
+    *,
+    projects: Callable[[], Sequence[int]] | None = None,
+) -> dict[str, int]:
     """User id of each username, from the server's user list (current servers look users up
-    by numeric id only); every unknown name is reported at once."""
-    users = list_all(conn, "user.json", "list users")
+    by numeric id only); every unknown name is reported at once.
+
+    When the user list is forbidden to the caller (HTTP 403), the members of ``projects()``
+    (the campaign's existing projects, if any) are used instead."""
+    try:
+        users = list_all(conn, "user.json", "list users")
+        where = f"on Cytomine at {conn.base_url}"
+    except CytominePermissionError:
+        ids = list(projects()) if projects is not None else []
+        if not ids:
+            raise CytominePermissionError(
+                f"Cytomine at {conn.base_url} does not let {conn.username!r} list the users "
+                "(HTTP 403) and the campaign has no project yet whose members could name the "
+                "annotators: use the keys of a user who may list users (not a guest), or "
+                "create the project and add the annotators first"
+            ) from None
+        users = [
+            {"id": uid, "username": name}
+            for pid in ids
+            for uid, name in project_members(conn, pid).items()
+        ]
+        where = (
+            f"among the members of the campaign's project(s) at {conn.base_url} (the user "
+            f"list is forbidden to {conn.username!r})"
+        )
     by_name = {str(u.get("username")): int(u["id"]) for u in users}
     missing = [name for name in usernames if name not in by_name]
     if missing:
         raise UnknownUserError(
-            f"annotator(s) {', '.join(repr(m) for m in missing)} do not exist on Cytomine at "
-            f"{conn.base_url}; check the names, or have the server's admin create them "
-            "(sandbox: `histocurate sandbox-user`)"
+            f"annotator(s) {', '.join(repr(m) for m in missing)} do not exist {where}; check "
+            "the names, or have the server's admin create them (or a manager add them to the "
+            "project; sandbox: `histocurate sandbox-user`)"
         )
     return {name: by_name[name] for name in usernames}
 
@@ -195,8 +230,10 @@ def ensure_ontology(conn: Connection, name: str) -> int:
     return oid
 
 
-def _create_project(conn: Connection, name: str, oid: int) -> dict[str, Any]:
-    body = {"name": name, "ontology": oid, **INDEPENDENT}
+def _create_project(
+    conn: Connection, name: str, oid: int, settings: Mapping[str, bool]
+) -> dict[str, Any]:
+    body = {"name": name, "ontology": oid, **settings}
     try:
         answer = conn.post(
             "project.json",
@@ -215,11 +252,14 @@ def _create_project(conn: Connection, name: str, oid: int) -> dict[str, Any]:
     return created_object(answer, "project")
 
 
-def ensure_settings(conn: Connection, project: dict[str, Any]) -> dict[str, Any]:
-    """Give an existing project the independent-annotation settings (no call if it has them)."""
-    if all(project.get(k) == v for k, v in INDEPENDENT.items()):
+def ensure_settings(
+    conn: Connection, project: dict[str, Any], settings: Mapping[str, bool] = INDEPENDENT
+) -> dict[str, Any]:
+    """Give an existing project the settings (default: independent annotation; no call if
+    it has them already)."""
+    if all(project.get(k) == v for k, v in settings.items()):
         return project
-    body = {**project, **INDEPENDENT}
+    body = {**project, **settings}
     answer = conn.put(f"project/{project['id']}.json", body, f"update project {project['name']}")
     try:
         return created_object(answer, "project")
@@ -228,18 +268,26 @@ def ensure_settings(conn: Connection, project: dict[str, Any]) -> dict[str, Any]
 
 
 def ensure_project(
-    conn: Connection, name: str, *, ontology_of: str | None = None
+    conn: Connection,
+    name: str,
+    *,
+    ontology_of: str | None = None,
+    ontology_id: int | None = None,
+    settings: Mapping[str, bool] = INDEPENDENT,
 ) -> tuple[ProjectInfo, bool]:
-    """Find or create project ``name`` (its ontology named after ``ontology_of``, default the
-    project) with the independent-annotation settings; return it and whether it was created."""
+    """Find or create project ``name`` with ``settings`` (default: independent annotation);
+    return it and whether it was created. A new project gets the ontology ``ontology_id``
+    when given, else the one named after ``ontology_of`` (default: the project)."""
     project = find_project(conn, name)
     created = project is None
     if project is None:
-        oid = ensure_ontology(conn, f"histocurate cell types ({ontology_of or name})")
-        project = _create_project(conn, name, oid)
+        oid = ontology_id or ensure_ontology(
+            conn, f"histocurate cell types ({ontology_of or name})"
+        )
+        project = _create_project(conn, name, oid, settings)
     info = info_of(conn, project)  # checks the ontology before anything is changed
     if not created:
-        project = ensure_settings(conn, project)
+        project = ensure_settings(conn, project, settings)
         info = info_of(conn, project)
     return info, created
 

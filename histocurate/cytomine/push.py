@@ -1,12 +1,12 @@
 """Push a campaign's consensus nuclei back to Cytomine, as a separate layer, for review.
 
 The nuclei are written by a dedicated user (keys ``CYTOMINE_CONSENSUS_PUBLIC_KEY`` /
-``_PRIVATE_KEY``): its layer is apart from the pathologists', a manager shows or hides it
-in the viewer. Each nucleus is a polygon (or a point at its centroid) on the tile's image of
-the campaign's main project, with its term, or all proposed terms when the consensus left
-the type undetermined. The project records the layer's user (property
-``histocurate.consensus_layer``), so that an import never takes those annotations for
-clicks.
+``_PRIVATE_KEY``): its layer is apart from the pathologists'. Each nucleus is a polygon (or
+a point at its centroid) on the tile's image of the campaign's review project (see
+`histocurate.cytomine.push_stage`: the readers see the layer there and cannot edit it),
+with its term, or all proposed terms when the consensus left the type undetermined. The
+projects record the layer's user (property ``histocurate.consensus_layer``), so that an
+import never takes those annotations for clicks.
 
 Idempotent. For each image the layer's annotations are listed and matched to the nuclei
 (same terms, centroid within `MATCH_PX`: the server may round a geometry): only missing
@@ -28,6 +28,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from histocurate.cytomine.client import Connection
+from histocurate.cytomine.listing import list_all
 from histocurate.cytomine.retry import CytomineCallError
 from histocurate.labels import UNKNOWN
 from histocurate.runs import ItemOutcome
@@ -74,7 +75,8 @@ def nuclei_of_tile(
 def _existing(
     conn: Connection, project_id: int, image_id: int, user_id: int
 ) -> list[dict[str, Any]]:
-    answer = conn.get(
+    return list_all(  # read whole, even if the server pages it
+        conn,
         "annotation.json",
         f"list consensus layer of image {image_id}",
         project=project_id,
@@ -84,7 +86,6 @@ def _existing(
         showTerm=True,
         showMeta=True,
     )
-    return list(answer["collection"])
 
 
 def match(wanted: list[Nucleus], existing: list[dict[str, Any]]) -> tuple[list[Nucleus], list[int]]:

@@ -59,9 +59,13 @@ class ExportRun(StageRun):
         summary.append(f"{self.assignments} assignment row(s) recorded; {self.retries} retries")
         warnings = self.failure_lines()
         if self.failed:
+            names = [o.item for o in self.failed]
+            listed = ", ".join(names[:10]) + (
+                f" and {len(names) - 10} more" if len(names) > 10 else ""
+            )
             warnings.append(
                 f"re-run `histocurate export --project {self.project}` to retry the "
-                f"{len(self.failed)} failed tile(s); the others are not uploaded again"
+                f"{len(self.failed)} failed tile(s) ({listed}); the others are not uploaded again"
             )
         table = pd.DataFrame(
             {
@@ -141,21 +145,29 @@ class PushRun(StageRun):
     layer_user: str = ""
     shape: str = "polygons"
     retries: int = 0
+    review_project: str = ""  # where the layer lives, shown to the readers
+    readers: list[str] = field(default_factory=list)
 
     def report(self) -> Report:
         posted = int(self.total("posted"))
         removed = int(self.total("removed"))
         kept = int(self.total("kept"))
+        where = self.review_project or self.project
         summary = [
             f"{len(self.outcomes)} image(s) of {self.project!r}: {posted} nuclei posted, "
             f"{removed} removed, {kept} already there, as {self.shape} in the layer of "
-            f"{self.layer_user!r} ({self.seconds:.1f} s, {self.retries} retries)"
+            f"{self.layer_user!r} in project {where!r} ({self.seconds:.1f} s, "
+            f"{self.retries} retries)"
         ]
+        if self.readers:
+            summary.append(
+                f"readers who see the layer there (and cannot edit it): {', '.join(self.readers)}"
+            )
         table = self.outcome_table("nuclei")
         for key in ("posted", "removed", "kept"):
             table[key] = [o.extra.get(key, 0) for o in self.outcomes]
         return Report(
-            title=f"consensus pushed to Cytomine project {self.project}",
+            title=f"consensus of {self.project} pushed to Cytomine project {where}",
             summary=summary,
             table=table,
             warnings=self.failure_lines(),
