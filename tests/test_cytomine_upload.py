@@ -125,3 +125,79 @@ def test_the_upload_route_is_found_or_named(tmp_path, monkeypatch):
         errors = [o.error or "" for o in run.failed]
         assert len(errors) == 2 and "set [cytomine] upload_url" in errors[0]
         assert "not attempted" in errors[1]  # the server, not the tile: stop there
+
+
+@pytest.mark.parametrize(
+    ("code", "named"), [(61, "ERROR_INTEGRITY"), (51, "ERROR_UNPACKING"), (77, "unknown status")]
+)
+def test_any_status_neither_in_progress_nor_deployed_fails_the_tile(
+    code, named, tmp_path, monkeypatch
+):
+    """PIMS's error statuses are a stage's code + 1 (and 41 for the unexpected); a status
+    histocurate does not know as a stage in progress fails the tile too, and a re-run
+    retries it."""
+    with running_sandbox(ANNOTATORS, import_delay_s=0.01) as sandbox:
+        b = bench(sandbox, tmp_path, monkeypatch, make_tiles(2, slide=f"st{code}"))
+        bad = f"{b.tiles.tile_id[0]}.png"
+        real = pims.Importer.run
+
+        def failing(self, uf, data, properties):
+            if sandbox.server.db.uploaded_file(uf)["originalFilename"] == bad:
+                self.db.fail_upload(uf, code)
+                return None
+            return real(self, uf, data, properties)
+
+        monkeypatch.setattr(pims.Importer, "run", failing)
+        run = b.export("status")
+        failed = {o.item: o.error or "" for o in run.failed}
+        assert list(failed) == [b.tiles.tile_id[0]] and len(run.done) == 1
+        assert f"status {code} " in failed[bad[:-4]] and named in failed[bad[:-4]]
+        assert "re-run export to retry this tile" in failed[bad[:-4]]
+        monkeypatch.setattr(pims.Importer, "run", real)
+        again = b.export("status")
+        assert again.exit_code == 0
+        assert [o.extra["image"] for o in again.outcomes] == ["uploaded", "present"]
+
+
+def test_a_pims_400_inside_a_full_export_fails_that_tile_only(tmp_path, monkeypatch):
+    """PIMS refuses one file with HTTP 400 and a JSON list body: that tile fails with
+    PIMS's message (not an exception's name), the others go on, the report names the tile
+    to retry, and a re-run uploads only it."""
+    with running_sandbox(ANNOTATORS, import_delay_s=0.01) as sandbox:
+        b = bench(sandbox, tmp_path, monkeypatch, make_tiles(3, slide="p400"))
+        bad = b.tiles.tile_id[1]
+        real = pims.upload
+
+        def refusing(r):
+            name, _ = pims._file(r)
+            if name == f"{bad}.png":
+                raise pims.PimsError(500, f"{name}: conversion exploded")
+            return real(r)
+
+        monkeypatch.setattr(sandbox.server, "upload_handler", refusing)
+        run = b.export("p400")
+        failed = {o.item: o.error or "" for o in run.failed}
+        assert list(failed) == [bad] and len(run.done) == 2 and run.exit_code == 1
+        assert failed[bad].startswith(f"{bad}.png: PIMS refused it (HTTP 400)")
+        assert "conversion exploded" in failed[bad] and "UploadFailed" not in failed[bad]
+        assert bad in run.report().warnings[-1] and "re-run" in run.report().warnings[-1]
+        monkeypatch.setattr(sandbox.server, "upload_handler", real)
+        again = b.export("p400")
+        assert [o.extra["image"] for o in again.outcomes] == ["present", "uploaded", "present"]
+        assert _uploads(sandbox).count(f"{bad}.png") == 1  # the refused one stored nothing
+
+
+def test_an_import_slower_than_upload_wait_is_resumed_by_a_rerun(tmp_path, monkeypatch):
+    with running_sandbox(ANNOTATORS, import_delay_s=1.5) as sandbox:
+        b = bench(sandbox, tmp_path, monkeypatch, make_tiles(1, slide="wait"), upload_wait_s=0.3)
+        first = b.export("wait")
+        [failed] = first.failed
+        assert "PIMS is still importing it" in (failed.error or "")
+        assert "after 0.3 s" in (failed.error or "") and "will not upload again" in failed.error
+        b.config.cytomine.upload_wait_s = 20.0
+        again = b.export("wait")
+        assert again.exit_code == 0, again.failure_lines()
+        assert [o.extra["image"] for o in again.outcomes] == ["resumed"]
+        assert _uploads(sandbox) == [f"{b.tiles.tile_id[0]}.png"]  # uploaded once
+        with sandbox.server.db.lock:
+            assert sandbox.server.db._one("SELECT COUNT(*) FROM image_instances")[0] == 1

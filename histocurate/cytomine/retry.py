@@ -53,6 +53,15 @@ class RetryPolicy:
         return float(min(self.max_backoff_s, self.backoff_s * 2**attempt))
 
 
+def seconds(value: float) -> str:
+    """A duration for a message: ``0.3 s``, ``2.5 s``, ``20 s`` (never ``0 s`` for 0.3).
+
+    >>> seconds(0.3), seconds(2.5), seconds(300.0)
+    ('0.3 s', '2.5 s', '300 s')
+    """
+    return f"{value:.0f} s" if value >= 10 else f"{value:.2g} s"
+
+
 class CytomineCallError(HistocurateError):
     """A call failed: ``call`` names it, ``status`` is the HTTP status (None: no answer)."""
 

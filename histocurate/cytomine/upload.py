@@ -8,8 +8,12 @@ has stored nothing, so trying the next one is safe.
 
 How. The file is posted with ``sync=false``: PIMS answers at once with the uploaded
 file, imports it in the background and creates the image instance only at the very end.
-Its status is polled (``GET /api/uploadedfile/{id}.json``: 100 deployed, 11/21/31/41
-failed) until deployed or failed, for at most ``RetryPolicy.upload_wait_s``.
+Its status is polled (``GET /api/uploadedfile/{id}.json``) until deployed or failed, for
+at most ``RetryPolicy.upload_wait_s``. PIMS's statuses: 0 uploaded, then one code per
+stage (10 detecting the format, 20 extracting data, 30 converting, 40 deploying, 50
+unpacking, 60 checking integrity), 100 deployed. A stage's error is its code + 1 (11, 21,
+31, 41, 51, 61; anything unexpected is 41). Any status that is neither a stage in progress
+nor deployed counts as failed (the old IMS's 3 and 4 included), so the tile is retried.
 
 Never twice. Before posting, and again before any retry of a post whose answer was lost,
 the user's uploaded files are searched for this file name in this project: an upload
@@ -32,19 +36,54 @@ from histocurate.cytomine.client import Connection, describe_answer
 from histocurate.cytomine.credentials import scrub
 from histocurate.cytomine.images import ProjectImages, attach, project_images
 from histocurate.cytomine.listing import list_all
-from histocurate.cytomine.retry import CytomineCallError, poll, retrying
+from histocurate.cytomine.retry import CytomineCallError, poll, retrying, seconds
 from histocurate.errors import HistocurateError, UserInputError
 
 DEPLOYED = 100
-FAILED = {
+# PIMS's stages (pims/importer/listeners.py, cytomine.models.UploadedFile): still importing.
+IN_PROGRESS = {
+    0: "UPLOADED",
+    10: "DETECTING_FORMAT",
+    20: "EXTRACTING_DATA",
+    30: "CONVERTING",
+    40: "DEPLOYING",
+    50: "UNPACKING",
+    60: "CHECKING_INTEGRITY",
+}
+# Names of the error statuses (stage + 1; 41 is also ERROR_UNEXPECTED and ERROR_STORAGE;
+# 3 and 4 are the old IMS's). Every other status that is not in progress fails too.
+ERRORS = {
     3: "ERROR_FORMAT",
     4: "ERROR_CONVERT",
     11: "ERROR_FORMAT",
     21: "ERROR_EXTRACTION",
     31: "ERROR_CONVERSION",
-    41: "ERROR_DEPLOYMENT",
+    41: "ERROR_DEPLOYMENT or ERROR_UNEXPECTED",
+    51: "ERROR_UNPACKING",
+    61: "ERROR_INTEGRITY",
 }
 ROUTES = ("/ims/upload", "/upload")
+
+
+def status_of(uploaded: dict[str, Any]) -> int:
+    """The status code of an uploaded file (missing: 0, just uploaded)."""
+    try:
+        return int(uploaded.get("status") or 0)
+    except (TypeError, ValueError):
+        return -1  # not a code PIMS writes: failed
+
+
+def failed(code: int) -> bool:
+    """Whether an upload with this status will never be deployed."""
+    return code != DEPLOYED and code not in IN_PROGRESS
+
+
+def status_name(code: int) -> str:
+    return (
+        ERRORS.get(code)
+        or IN_PROGRESS.get(code)
+        or ("DEPLOYED" if code == DEPLOYED else "an unknown status")
+    )
 
 
 class UploadFailed(HistocurateError):
@@ -123,7 +162,7 @@ def find_upload(
         if f.get("originalFilename") == name
         and int(f.get("storage") or -1) == storage_id
         and project_id in [int(p) for p in (f.get("projects") or [])]
-        and int(f.get("status") or 0) not in FAILED
+        and not failed(status_of(f))
     ]
     return max(mine, key=lambda f: int(f["id"])) if mine else None
 
@@ -133,20 +172,20 @@ def wait_deployed(conn: Connection, uploaded: dict[str, Any], name: str) -> int:
 
     def status() -> dict[str, Any] | None:
         now = conn.get(f"uploadedfile/{uploaded['id']}.json", f"status of upload {name}")
-        code = int(now.get("status") or 0)
-        return now if code == DEPLOYED or code in FAILED else None
+        return None if status_of(now) in IN_PROGRESS else now
 
     done = poll(f"import of {name}", status, conn.policy, deadline_s=conn.policy.upload_wait_s)
     if done is None:
         raise UploadFailed(
             f"{name}: PIMS is still importing it (uploaded file {uploaded['id']}) after "
-            f"{conn.policy.upload_wait_s:.0f} s; re-run export later (it will not upload again)"
+            f"{seconds(conn.policy.upload_wait_s)}; re-run export later (it will not upload "
+            "again)"
         )
-    code = int(done.get("status") or 0)
-    if code in FAILED:
+    code = status_of(done)
+    if code != DEPLOYED:
         raise UploadFailed(
             f"{name}: PIMS could not import it (uploaded file {uploaded['id']}, status {code} "
-            f"{FAILED[code]}); check the file, then re-run export to retry this tile"
+            f"{status_name(code)}); check the file, then re-run export to retry this tile"
         )
     image = conn.get(f"uploadedfile/{uploaded['id']}/abstractimage.json", f"image of {name}")
     return int(image["id"])

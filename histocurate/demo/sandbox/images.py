@@ -18,8 +18,26 @@ from histocurate.demo.sandbox.db import (
 )
 from histocurate.demo.sandbox.projects import ProjectDB
 
-UPLOADED, DEPLOYED, ERROR_FORMAT = 0, 100, 11
-STATUS_TEXT = {UPLOADED: "UPLOADED", DEPLOYED: "DEPLOYED", ERROR_FORMAT: "ERROR_FORMAT"}
+# PIMS's uploaded-file statuses (pims/importer/listeners.py): a code per import stage,
+# the stage's error is its code + 1, an unexpected error is 41 (ERROR_DEPLOYMENT).
+UPLOADED, DETECTING_FORMAT, DEPLOYED = 0, 10, 100
+ERROR_FORMAT, ERROR_UNEXPECTED, ERROR_UNPACKING, ERROR_INTEGRITY = 11, 41, 51, 61
+STATUS_TEXT = {
+    UPLOADED: "UPLOADED",
+    DETECTING_FORMAT: "DETECTING_FORMAT",
+    ERROR_FORMAT: "ERROR_FORMAT",
+    20: "EXTRACTING_DATA",
+    21: "ERROR_EXTRACTION",
+    30: "CONVERTING",
+    31: "ERROR_CONVERSION",
+    40: "DEPLOYING",
+    ERROR_UNEXPECTED: "ERROR_DEPLOYMENT",
+    50: "UNPACKING",
+    ERROR_UNPACKING: "ERROR_UNPACKING",
+    60: "CHECKING_INTEGRITY",
+    ERROR_INTEGRITY: "ERROR_INTEGRITY",
+    DEPLOYED: "DEPLOYED",
+}
 
 
 class ImageDB(ProjectDB):
@@ -86,12 +104,16 @@ class ImageDB(ProjectDB):
             abstract = self._abstract_json(self._row("abstract_images", ai, "AbstractImage"))
             return {"image": abstract, "imageInstances": [self.get_image(i) for i in instances]}
 
-    def fail_upload(self, uf: int, status: int = ERROR_FORMAT) -> None:
+    def set_upload_status(self, uf: int, status: int) -> None:
+        """Move an uploaded file to ``status`` (an import stage, or an error)."""
         with self.lock:
             self.conn.execute(
                 "UPDATE uploaded_files SET status = ?, updated = ? WHERE id = ?",
                 (status, now_ms(), uf),
             )
+
+    def fail_upload(self, uf: int, status: int = ERROR_FORMAT) -> None:
+        self.set_upload_status(uf, status)
 
     def add_upload(
         self,

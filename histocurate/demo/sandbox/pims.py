@@ -3,10 +3,13 @@
 As the real PIMS does: the caller's signature, storage and projects are checked, an
 uploaded file is created, and then either the import runs inside the request
 (``sync=true``) or the answer comes at once with ``images: []`` and the import runs in the
-background after ``import_delay_s`` (``sync=false``, what histocurate uses). The import
-creates the abstract image (with the upload's ``keys``/``values`` as its properties), sets
-the file DEPLOYED and creates the image instances only at the very end. Every failure is
-HTTP 400 with a JSON list body ``[{"status": ..., "error": ...}]``.
+background after ``import_delay_s`` (``sync=false``, what histocurate uses). Meanwhile
+the file is in an import stage (DETECTING_FORMAT, 10). The import creates the abstract
+image (with the upload's ``keys``/``values`` as its properties), sets the file DEPLOYED
+and creates the image instances only at the very end; a file it cannot read ends in
+ERROR_FORMAT (11), any other failure in ERROR_UNEXPECTED (41), as PIMS's listener does.
+Every failure of the request itself is HTTP 400 with a JSON list body
+``[{"status": ..., "error": ...}]``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from email.policy import HTTP
 from typing import TYPE_CHECKING, Any
 
 from histocurate.demo.sandbox.db import BadRequest, NotFound
+from histocurate.demo.sandbox.images import DETECTING_FORMAT, ERROR_FORMAT, ERROR_UNEXPECTED
 
 if TYPE_CHECKING:
     from histocurate.demo.sandbox.routes import Request
@@ -61,11 +65,20 @@ class Importer:
         try:
             width, height, mpp = decode(data)
         except ValueError:
-            self.db.fail_upload(uf)
+            self.db.fail_upload(uf, ERROR_FORMAT)
             return None
-        return self.db.finish_upload(uf, width=width, height=height, mpp=mpp, properties=properties)
+        try:
+            return self.db.finish_upload(
+                uf, width=width, height=height, mpp=mpp, properties=properties
+            )
+        except Exception:
+            self.db.rollback()
+            self.db.fail_upload(uf, ERROR_UNEXPECTED)
+            raise
 
     def submit(self, uf: int, data: bytes, properties: dict[str, str]) -> None:
+        self.db.set_upload_status(uf, DETECTING_FORMAT)  # the background import has begun
+
         def job() -> None:
             with self._lock:
                 self._timers.discard(timer)

@@ -11,6 +11,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import Message
 from typing import TYPE_CHECKING, Any
 
@@ -159,9 +160,35 @@ def add_ontology(r: Request) -> dict[str, Any]:
     return {"printMessage": True, "data": made, "commandId": None, "command": None}
 
 
+def _iso(ms: Any) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).replace(tzinfo=None).isoformat()
+
+
+def repository_term(term: dict[str, Any]) -> dict[str, Any]:
+    """A term as the repository service answers it (``TermResponse``: ``ontologyId``, not
+    ``ontology``; dates as ISO ``LocalDateTime``; no ``class``)."""
+    return {
+        "id": term["id"],
+        "name": term["name"],
+        "color": term["color"],
+        "ontologyId": term["ontology"],
+        "created": _iso(term.get("created")),
+        "updated": _iso(term.get("updated")),
+        "deleted": None,
+        "comment": term.get("comment"),
+        "children": [],
+    }
+
+
 def terms(r: Request) -> dict[str, Any]:
+    """An ontology's (or a project's) terms: the core's term JSON on older builds, the
+    repository service's ``TermResponse`` on those whose lists it serves."""
     onto, proj = r.path.get("ontology"), r.path.get("project")
     found = r.db.terms(ontology=int(onto) if onto else None, project=int(proj) if proj else None)
+    if r.profile.pages_repository_lists:
+        found = [repository_term(t) for t in found]
     return repository_page(r, found)
 
 
@@ -315,9 +342,15 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
 PIMS_HANDLER = pims.upload
 
 
+def pims_upload(r: Request) -> Any:
+    """An upload route: the server's ``upload_handler`` (PIMS's `pims.upload`; a test may
+    put another there), looked up at each request."""
+    return r.server.upload_handler(r)
+
+
 def pims_routes(profile: ServerProfile) -> list[tuple[str, re.Pattern[str], Handler]]:
     """The upload routes of a profile (answered as PIMS answers: errors as a JSON list)."""
     return [
-        ("POST", re.compile(f"^{re.escape(route)}$"), PIMS_HANDLER)
+        ("POST", re.compile(f"^{re.escape(route)}$"), pims_upload)
         for route in profile.upload_routes
     ]

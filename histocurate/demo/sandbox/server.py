@@ -37,6 +37,7 @@ from histocurate.demo.sandbox.routes import (
     Request,
     Unauthorized,
     pims_routes,
+    pims_upload,
 )
 from histocurate.demo.sandbox.store import SandboxDB
 from histocurate.demo.sandbox.versions import ServerProfile, profile
@@ -140,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
                 match = pattern.match(path)
                 if verb != method or match is None:
                     continue
-                pims = handler is self.server.upload_handler
+                pims = handler is pims_upload
                 user = None if path.startswith("/server/") else self._authenticate(method)
                 request = Request(
                     db, user, params, body, match.groupdict(), self.headers, self.server
@@ -183,7 +184,7 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         self.profile = server_profile or profile(None)
         self.importer = Importer(db, import_delay_s)
         self.routes = [*ROUTES, *pims_routes(self.profile)]
-        self.upload_handler = PIMS_HANDLER
+        self.upload_handler: Callable[[Request], Any] = PIMS_HANDLER
 
     def server_close(self) -> None:
         self.importer.close()
