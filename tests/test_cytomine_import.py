@@ -25,6 +25,7 @@ from tests.cytomine_support import (
     Bench,
     bench,
     make_tiles,
+    sorted_clicks,
     unique,
 )
 
@@ -121,6 +122,21 @@ def test_blind_mode_and_a_duplicate_image_are_read_through_the_tile_property(sce
     point = scene.points().loc[extra["annotation"]["id"]]
     assert point.tile_id == scene.assigned.tile_id[0] and point.image_id == twin["id"]
     assert any("2 images" in note for note in run.notes)
+
+
+def test_an_import_and_a_re_export_with_blind_mode_left_on(scene):
+    admin = scene.session(scene.b.sandbox.admin)
+    project = admin.get(f"/api/project/{scene.info.id}.json")
+    admin.request("PUT", f"/api/project/{scene.info.id}.json", body={**project, "blindMode": True})
+    made = scene.b.annotate(scene.name)
+    run = scene.import_()  # blind mode still on: images found by their tile property
+    assert run.rejected == {} and run.points == len(made.clicks)
+    pd.testing.assert_frame_equal(
+        sorted_clicks(scene.points().reset_index()), sorted_clicks(made.clicks)
+    )
+    again = scene.b.export(scene.name, k=1)
+    assert again.exit_code == 0 and again.actions()["uploaded"] == 0
+    assert admin.get(f"/api/project/{scene.info.id}.json")["blindMode"] is True  # kept
 
 
 def test_a_relabel_by_another_user_is_resolved_by_who_gave_the_term(scene):

@@ -175,3 +175,46 @@ def test_listings_need_a_project_or_image_and_terms_are_per_user(sandbox):
     by_term = {e["term"]: e["user"] for e in listed[0]["userByTerm"]}
     admin_id = next(u["id"] for u in db.list_users() if u["username"] == sandbox.admin)
     assert by_term == {lym: [uid], eos: [admin_id]}
+    assert isinstance(listed[0]["created"], int) and isinstance(listed[0]["updated"], int)
+    one = admin.get(f"/api/annotation/{aid}.json")  # the domain object: times as strings
+    assert one["created"] == str(listed[0]["created"])
+    terms = admin.get(f"/api/ontology/{info.ontology_id}/term.json")["collection"]
+    assert all(t["ontologyId"] == info.ontology_id and "ontology" not in t for t in terms)
+
+
+def test_terms_of_builds_before_the_repository_service_name_their_ontology():
+    db = SandboxDB()
+    public, private = db.create_user("admin", admin=True)
+    admin_id = db.user_by_public_key(public)["id"]  # type: ignore[index]
+    onto = db.create_ontology("older", admin_id)
+    db.create_term({"name": "Lymphocyte", "ontology": onto["id"], "color": "#000000"})
+    with serve_in_thread(db, server_version="2025-12") as server:
+        session = SignedSession(server.host, public, private, policy=FAST)
+        [term] = session.collection(f"/api/ontology/{onto['id']}/term.json")
+    assert term["ontology"] == onto["id"] and "ontologyId" not in term
+
+
+class _PagedListing:
+    """A connection whose annotation listing answers 2 items a page (of 5), as a server
+    that pages whatever ``max`` says would."""
+
+    def __init__(self) -> None:
+        self.items = [
+            {"id": i, "location": "POINT (1 1)", "term": [7], "image": 11} for i in range(5)
+        ]
+        self.calls: list[dict] = []
+
+    def get(self, path: str, what: str | None = None, **params):
+        self.calls.append(params)
+        start = int(params.get("offset", 0))
+        return {"collection": self.items[start : start + 2], "size": len(self.items)}
+
+
+def test_annotation_listings_are_read_whole():
+    from histocurate.cytomine.fetch import _listing
+    from histocurate.cytomine.push import _existing
+
+    conn = _PagedListing()
+    assert [a["id"] for a in _listing(conn, 5, 11, reviewed=False)] == list(range(5))
+    assert len(conn.calls) == 3 and conn.calls[0]["project"] == 5
+    assert [a["id"] for a in _existing(_PagedListing(), 5, 11, 2)] == list(range(5))

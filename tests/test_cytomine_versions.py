@@ -89,8 +89,9 @@ def test_a_path_signing_server_is_named_not_blamed_on_the_keys():
     ):
         pass
     message = str(info.value)
-    assert "before 2025-12-18" in message and "supports Cytomine builds from 2025-12-18" in message
-    assert "refused the keys" not in message
+    assert "before 2025-12-18" in message
+    assert "unsupported: histocurate supports Cytomine builds from 2025-12-18 on (" in message
+    assert "which histocurate" not in message and "refused the keys" not in message
     assert sandbox.keys[sandbox.admin][1] not in message
 
 
@@ -149,7 +150,25 @@ class _WebUI(BaseHTTPRequestHandler):
         pass
 
 
-def _connect_error(host: str) -> str:
+class _WebUIBehindPing(BaseHTTPRequestHandler):
+    """A proxy that passes the ping to the core but serves the web UI for /api/."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/server/ping"):
+            body, kind = b'{"alive": true, "version": "x"}', "application/json"
+        else:
+            body, kind = b"<!doctype html><html><body>Cytomine</body></html>", "text/html"
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _connect_failure(host: str) -> CytomineUnreachable:
     with (
         pytest.raises(CytomineUnreachable) as info,
         connect(Credentials(host, "p", "k-secret"), QUICK),
@@ -157,18 +176,31 @@ def _connect_error(host: str) -> str:
         pass
     message = str(info.value)
     assert "\n" not in message and "k-secret" not in message and host in message
-    return message
+    return info.value
+
+
+def _connect_error(host: str) -> str:
+    return str(_connect_failure(host))
 
 
 def test_connect_says_what_is_wrong_in_one_line():
     with _fake_host(_Redirect) as host:
         assert "redirects to https://cytomine.example.org" in _connect_error(host)
     with _fake_host(_WebUI) as host:
-        assert "serves a web page, not Cytomine's API" in _connect_error(host)
+        assert "serves a web page, not Cytomine's API, on /server/ping" in _connect_error(host)
+    with _fake_host(_WebUIBehindPing) as host:
+        message = _connect_error(host)
+        assert "serves a web page, not Cytomine's API, on /api/user/current.json" in message
+        assert "/server/ping" not in message
+    unresolved = _connect_failure("http://no-such-cytomine.invalid")
+    assert "'no-such-cytomine.invalid' does not resolve (DNS failure)" in str(unresolved)
+    assert "refused" not in str(unresolved) and not unresolved.transient
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert "connection refused" in _connect_error(f"http://127.0.0.1:{port}")
+    refused = _connect_failure(f"http://127.0.0.1:{port}")
+    assert "connection refused" in str(refused) and "waited up to 1 s" in str(refused)
+    assert refused.transient
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)

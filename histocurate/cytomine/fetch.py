@@ -24,6 +24,7 @@ from histocurate.cytomine.images import (
     ProjectImages,
     properties,
 )
+from histocurate.cytomine.listing import list_all
 from histocurate.cytomine.projects import (
     ProjectInfo,
     info_of,
@@ -133,7 +134,7 @@ def _listing(
     if reviewed:
         params["reviewed"] = True
     what = f"list {'reviewed ' if reviewed else ''}annotations of image {image_id}"
-    answer = conn.get("annotation.json", what, **params)
+    found = list_all(conn, "annotation.json", what, **params)  # whole, even if paged
     kind = "reviewed" if reviewed else "user"
     return [
         {
@@ -149,7 +150,7 @@ def _listing(
             "parent": a.get("parentIdent"),
             "reviewUser": a.get("reviewUser"),
         }
-        for a in answer["collection"]
+        for a in found
     ]
 
 

@@ -2,14 +2,17 @@
 
 What can be wrong, and what each check reports (always naming the host):
 
+* the host name does not resolve: "the host name ... does not resolve (DNS)" at once (a
+  misspelt host; not retried);
 * nothing answers (refused, reset) or it answers too slowly: retried until
   ``connect_deadline_s``, then "does not answer ... (connection refused / timed out)";
 * the host redirects (``http://`` given for an https server): "redirects to <url>: use
   that address";
-* the host serves the web UI, not the API (``/server/ping`` answers a page, or JSON without
-  ``alive``; compose serves the UI on :80 and the core on :8080): "serves a web page";
+* the host serves the web UI, not the API (``/server/ping`` or ``/api/user/current.json``
+  answers a page, or the ping JSON lacks ``alive``; compose serves the UI on :80 and the
+  core on :8080): "serves a web page, not Cytomine's API, on <path>";
 * the server expects the older signature that signs the path (Cytomine-core builds before
-  2025-12-18): "signs request paths ... supported: builds from 2025-12-18 on";
+  2025-12-18): "unsupported: histocurate supports Cytomine builds from 2025-12-18 on";
 * the keys are wrong: "refused the keys ... check CYTOMINE_PUBLIC_KEY".
 """
 
@@ -18,23 +21,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from cytomine import Cytomine
 from cytomine.cytomine import URLRedirectionException
+from urllib3.exceptions import NameResolutionError
 
 from histocurate.cytomine.credentials import Credentials
-from histocurate.cytomine.retry import RetryPolicy
+from histocurate.cytomine.retry import RetryPolicy, seconds
 from histocurate.errors import UserInputError
 
 C = TypeVar("C", bound=Cytomine)
 
 SUPPORTED = (
-    "histocurate (cytomine-python-client 4.3.0) supports Cytomine builds from 2025-12-18 on "
-    "(the cytomine/cytomine monorepo, API keys signed without the path)"
+    "histocurate supports Cytomine builds from 2025-12-18 on (the cytomine/cytomine "
+    "monorepo, whose API keys are signed without the path, as cytomine-python-client 4.3.0 "
+    "signs them)"
 )
 
 
@@ -56,11 +63,27 @@ def _redirect(base_url: str, response: requests.Response) -> UserInputError:
     )
 
 
-def _web_page(base_url: str) -> UserInputError:
+def _web_page(base_url: str, path: str = "/server/ping") -> UserInputError:
     return _unreachable(
-        f"{base_url} serves a web page, not Cytomine's API, on /server/ping: give the address "
+        f"{base_url} serves a web page, not Cytomine's API, on {path}: give the address "
         "of the core (in Cytomine's compose the web UI is on port 80 and the core on 8080)"
     )
+
+
+def _unresolved(exc: BaseException) -> bool:
+    """Whether a connection error is a host name that does not resolve (DNS)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, NameResolutionError | socket.gaierror):
+            return True
+        todo += [err.__cause__, err.__context__, getattr(err, "reason", None)]
+        todo += [a for a in err.args if isinstance(a, BaseException)]
+    return False
 
 
 def ping_answer(base_url: str, response: requests.Response) -> str:
@@ -101,7 +124,14 @@ def wait_for_server(base_url: str, policy: RetryPolicy) -> str:
                 f"Cytomine at {base_url}: the TLS handshake failed ({type(exc).__name__}): "
                 "check the certificate, or the scheme (http/https) of the host"
             ) from None
-        except requests.ConnectionError:
+        except requests.ConnectionError as exc:
+            if _unresolved(exc):
+                host = urlsplit(base_url).hostname
+                raise _unreachable(
+                    f"Cytomine at {base_url}: the host name {host!r} does not resolve (DNS "
+                    "failure): check the spelling of the host (CYTOMINE_HOST, [cytomine] host "
+                    "or --host) and this machine's DNS"
+                ) from None
             why = "connection refused or reset"
         except requests.Timeout:
             why = "timed out"
@@ -117,7 +147,7 @@ def wait_for_server(base_url: str, policy: RetryPolicy) -> str:
         attempt += 1
     raise _unreachable(
         f"Cytomine at {base_url} does not answer /server/ping ({why}, waited up to "
-        f"{policy.connect_deadline_s:.0f} s): is the server running and the host right?",
+        f"{seconds(policy.connect_deadline_s)}): is the server running and the host right?",
         transient=True,
     )
 
@@ -166,7 +196,7 @@ def build_client(
                 "address it redirects to as the host"
             ) from None
         except ValueError:  # a page where JSON was expected
-            raise _web_page(base_url) from None
+            raise _web_page(base_url, "/api/user/current.json") from None
         if client.current_user is not False:
             return client
         status = client._session.last[0]
@@ -175,8 +205,8 @@ def build_client(
             if signs_paths(base_url, credentials, policy):
                 raise CytomineServerVersionError(
                     f"Cytomine at {base_url} accepts these keys only with the request path "
-                    f"signed: it is a build from before 2025-12-18, which {SUPPORTED}; upgrade "
-                    "the server"
+                    f"signed, as builds from before 2025-12-18 do: unsupported: {SUPPORTED}; "
+                    "upgrade the server"
                 )
             raise CytomineAuthError(
                 f"Cytomine at {base_url} refused the keys (HTTP {status}): check "

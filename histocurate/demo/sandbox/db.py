@@ -2,8 +2,10 @@
 
 One connection guarded by a lock (the HTTP server is threaded; SQLite serialises writes
 anyway). Ids come from one global sequence, as on Cytomine (a term id never equals an
-image id). Times are epoch milliseconds, sent as strings like the real server does;
-``updated`` stays null until an object is edited. The database is versioned
+image id). Times are epoch milliseconds, sent as strings in the objects' JSON like the
+real core does (the annotation listing sends numbers, see `store`; the repository
+service's terms ISO dates, see `routes.terms`); ``updated`` stays null until an object is
+edited. The database is versioned
 (``PRAGMA user_version``): a file made by an older sandbox is refused with what to do.
 """
 

@@ -9,7 +9,7 @@ As on the real server:
 * a review is a copy (a ReviewedAnnotation, possibly with other terms) listed only with
   ``reviewed=true``; the reviewed annotation itself stays, flagged ``reviewed``;
 * a listing needs a project or an image (400 otherwise), answers the show groups asked
-  (basic + meta + term when none is), newest first.
+  (basic + meta + term when none is), newest first, its ``created``/``updated`` numbers.
 """
 
 from __future__ import annotations
@@ -86,13 +86,21 @@ class SandboxDB(ImageDB):
         return out
 
     def _json(
-        self, r: sqlite3.Row, by_term: dict[int, list[int]], show: set[str], extra: dict[str, Any]
+        self,
+        r: sqlite3.Row,
+        by_term: dict[int, list[int]],
+        show: set[str],
+        extra: dict[str, Any],
+        listing: bool = False,
     ) -> dict[str, Any]:
         out: dict[str, Any] = {"id": r["id"], **extra}
         if "showMeta" in show:
+            # The listing's times are numbers (SQL ``extract(epoch)*1000``); the domain
+            # object's JSON (one annotation, a create's answer) has them as strings.
+            when = (lambda v: v) if listing else _ms
             out.update(
-                created=_ms(r["created"]),
-                updated=_ms(r["updated"]),
+                created=when(r["created"]),
+                updated=when(r["updated"]),
                 deleted=None,
                 project=r["project_id"],
                 image=r["image_id"],
@@ -115,18 +123,25 @@ class SandboxDB(ImageDB):
         return out
 
     def _user_json(
-        self, r: sqlite3.Row, terms: list[sqlite3.Row], show: set[str], reviewed: bool
+        self,
+        r: sqlite3.Row,
+        terms: list[sqlite3.Row],
+        show: set[str],
+        reviewed: bool,
+        listing: bool = False,
     ) -> dict[str, Any]:
         by_term: dict[int, list[int]] = defaultdict(list)
         for t in terms:
             by_term[t["term_id"]].append(t["user_id"])
         extra = {"class": f"{PKG}.ontology.UserAnnotation"}
-        out = self._json(r, by_term, show, extra)
+        out = self._json(r, by_term, show, extra, listing)
         if "showMeta" in show:
             out.update(reviewed=reviewed, countReviewedAnnotations=int(reviewed))
         return out
 
-    def _reviewed_json(self, r: sqlite3.Row, show: set[str]) -> dict[str, Any]:
+    def _reviewed_json(
+        self, r: sqlite3.Row, show: set[str], listing: bool = False
+    ) -> dict[str, Any]:
         by_term = {int(t): [r["review_user_id"]] for t in json.loads(r["terms"])}
         extra = {
             "class": f"{PKG}.ontology.ReviewedAnnotation",
@@ -134,7 +149,7 @@ class SandboxDB(ImageDB):
             "parentClassName": f"{PKG}.ontology.UserAnnotation",
             "reviewUser": r["review_user_id"],
         }
-        return self._json(r, by_term, show, extra)
+        return self._json(r, by_term, show, extra, listing)
 
     def get_annotation(self, aid: int) -> dict[str, Any]:
         with self.lock:
@@ -334,7 +349,7 @@ class SandboxDB(ImageDB):
             wanted = set(_ints(params.get("term")) + _ints(params.get("terms")))
             if reviewed:
                 return [
-                    self._reviewed_json(r, show)
+                    self._reviewed_json(r, show, listing=True)
                     for r in rows
                     if not wanted or wanted & set(json.loads(r["terms"]))
                 ]
@@ -354,7 +369,7 @@ class SandboxDB(ImageDB):
                 )
                 if skip:
                     continue
-                result.append(self._user_json(r, these, show, r["id"] in done))
+                result.append(self._user_json(r, these, show, r["id"] in done, listing=True))
             return result
 
     def bulk_insert_points(
