@@ -203,3 +203,43 @@ def test_a_failed_build_changes_nothing_already_written(ws: Path) -> None:
     }
     assert after == before
     assert [p.name for p in (datasets_root(ws.resolve()) / "ds").iterdir()] == [first.version]
+
+
+def add_click(ws: Path, tile: str, annotation_id: int) -> None:
+    """A new click on ``tile`` after the consensus was made (what import + segment leave)."""
+    from data_schema import ASSIGNMENTS
+    from histocurate.io import write_partition
+    from histocurate.segment.plan import clicks_digest, inside
+
+    workspace = Workspace(ws.resolve())
+    path = workspace.campaign("camp").masks / f"{tile}.parquet"
+    frame = read_table(path, MASKS)
+    extra = frame.iloc[[0]].assign(
+        annotation_id=annotation_id,
+        x=20.0,
+        y=20.0,
+        label="eosinophil",
+        polygon=shapely.to_wkb(shapely.Point(20, 20).buffer(4)),
+    )
+    frame = pd.concat([frame, extra], ignore_index=True)
+    exported = read_table(workspace.assignments, ASSIGNMENTS)
+    side = int(exported.loc[exported["tile_id"] == tile, "tile_px"].iloc[0])
+    provenance = {**read_provenance(path), "clicks": clicks_digest(frame[inside(frame, side)])}
+    write_partition(frame, workspace.campaign("camp").masks, tile, MASKS, provenance=provenance)
+
+
+def test_a_click_on_a_single_annotator_tile_keeps_the_consensus_current(ws: Path) -> None:
+    add_click(ws, "s0_t0", 99999)  # s0: one annotator, not in the consensus
+    run = build(ws)  # --source masks: the consensus still serves the multi-annotator tiles
+    assert run.status == "built" and run.path is not None
+    nuclei = pd.read_parquet(run.path / "nuclei.parquet")
+    assert (nuclei["tile_id"] == "s0_t0").any() and (nuclei["source"] == "consensus").any()
+    assert build(ws, source="consensus").status == "built"
+
+
+def test_a_click_on_a_multi_annotator_tile_makes_the_consensus_stale(ws: Path) -> None:
+    add_click(ws, "s0_t0", 99998)  # harmless on its own (see above) ...
+    add_click(ws, "s1_t1", 99999)  # ... but s1 has three annotators: the consensus is stale
+    message = one_line_error(ws, "older than the masks")
+    assert "s1_t1" in message and "s0_t0" not in message
+    assert "histocurate consensus --project camp" in message

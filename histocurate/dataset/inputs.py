@@ -14,8 +14,13 @@ Which nuclei a tile gets:
   gets its consensus nuclei, and is an error when no consensus exists.
 
 Staleness: the consensus records the token of the masks it was made from
-(``{"masks": campaign_masks_token(campaign)}`` in its provenance); when the masks changed
-since, the build stops and names the command that refreshes it. Masks drawn on other pixels
+(``{"masks": campaign_masks_token(campaign)}`` in its provenance), a digest over the whole
+campaign's masks; only the multi-annotator tiles' masks matter to the nuclei a build takes
+from it. When the token differs, the build rebuilds it with the single-annotator tiles as
+the consensus saw them (their clicks are in ``consensus_fates.parquet``; tiles annotated
+since are left out): if that matches, only single-annotator tiles changed and the
+consensus is current for this build. Otherwise the build stops, names the multi-annotator
+tiles whose clicks changed and the command that refreshes the consensus. Masks drawn on other pixels
 than the exported image (provenance ``pixels``) are refused the same way.
 """
 
@@ -156,7 +161,53 @@ def _consensus_nuclei(frame: pd.DataFrame, origin: Path) -> pd.DataFrame:
     return out[NUCLEUS_COLUMNS]
 
 
-def _read_consensus(campaign: Campaign, project: str, masks_token: str) -> pd.DataFrame:
+def _changed_since_consensus(
+    campaign: Campaign,
+    annotated: AnnotatedTiles,
+    provenance: dict[str, dict],
+    multi: list[str],
+    stamp: str,
+) -> list[str] | None:
+    """None when the consensus stamp matches the masks once the single-annotator tiles are
+    taken as the consensus saw them; else the multi-annotator tiles whose clicks changed
+    since (empty when what changed is not their clicks: segmenter, or unknown)."""
+    from data_schema import CONSENSUS_FATES
+    from histocurate.segment.plan import clicks_digest, inside
+
+    if not campaign.consensus_fates.exists():
+        return []
+    fates = read_table(campaign.consensus_fates, CONSENSUS_FATES)
+    fates = fates[fates["project"] == campaign.project]
+    seen = {str(t): g for t, g in fates.groupby("tile_id", sort=False)}
+
+    def then(tile: str) -> str | None:
+        group = seen.get(tile)
+        if group is None:
+            return None
+        side = annotated.side(tile) if tile in annotated else None
+        return clicks_digest(group if side is None else group[inside(group, side)])
+
+    wanted = set(multi)
+    as_seen: dict[str, dict] = {}
+    for tile, current in provenance.items():
+        if tile in wanted:
+            as_seen[tile] = current
+        elif tile in seen:  # a single-annotator tile, with its clicks as consensus saw them
+            as_seen[tile] = {**current, "clicks": then(tile)}
+    if campaign.masks_token(as_seen) == stamp:
+        return None
+    return [t for t in multi if provenance.get(t, {}).get("clicks") != then(t)]
+
+
+def _read_consensus(
+    campaign: Campaign,
+    project: str,
+    masks_token: str,
+    *,
+    annotated: AnnotatedTiles,
+    provenance: dict[str, dict],
+    multi: list[str],
+) -> pd.DataFrame:
     path = campaign.consensus
     rerun = f"run `histocurate consensus --project {project}`"
     if not path.exists():
@@ -168,10 +219,20 @@ def _read_consensus(campaign: Campaign, project: str, masks_token: str) -> pd.Da
             f"older histocurate); {rerun} again"
         )
     if stamp != masks_token:
-        raise UserInputError(
-            f"{path}: the consensus is older than the masks it was built from (masks changed "
-            f"since it was made); {rerun} to refresh it"
-        )
+        changed = _changed_since_consensus(campaign, annotated, provenance, multi, stamp)
+        if changed is not None:
+            which = (
+                f"the clicks of multi-annotator tile(s) {', '.join(changed[:5])}"
+                + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+                + " changed"
+                if changed
+                else "the masks of its multi-annotator tiles changed (clicks, segmenter or "
+                "pixels), or which tiles changed is not known (no consensus_fates.parquet)"
+            )
+            raise UserInputError(
+                f"{path}: the consensus is older than the masks it was built from ({which} "
+                f"since it was made); {rerun} to refresh it"
+            )
     frame = read_table(path, CONSENSUS)
     return frame[frame["project"] == project].reset_index(drop=True)
 
@@ -262,7 +323,14 @@ def read_campaign(config: HistocurateConfig, project: str, source: str) -> Campa
                 f"annotators and have no consensus; run `histocurate consensus --project "
                 f"{project}` first (or build with --source consensus)"
             )
-        consensus = _read_consensus(campaign, project, token)
+        consensus = _read_consensus(
+            campaign,
+            project,
+            token,
+            annotated=annotated,
+            provenance=mask_provenance,
+            multi=multi,
+        )
         provenance["consensus"] = {
             "path": str(campaign.consensus),
             "stamp": read_provenance(campaign.consensus),

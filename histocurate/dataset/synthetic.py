@@ -2,10 +2,11 @@
 
 Writes what the export, segment and consensus stages would have left: the tiles table of the
 slides, the frozen images, the assignments, one masks partition per tile (with provenance),
-the consensus (stamped with the masks token) and the selection. Nuclei are the synthetic
-cohort's outlines (`histocurate.synth.morphology`: realistic shapes per type), placed on a
-jittered grid, with labels chosen by the caller; images are drawn from them (pink stroma,
-purple nuclei, noise). Annotators see the same outlines, shifted by up to a pixel each.
+the consensus (stamped with the masks token) with its fates (what became of every click)
+and the selection. Nuclei are the synthetic cohort's outlines (`histocurate.synth.morphology`:
+realistic shapes per type), placed on a jittered grid, with labels chosen by the caller;
+images are drawn from them (pink stroma, purple nuclei, noise). Annotators see the same
+outlines, shifted by up to a pixel each.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from data_schema import ASSIGNMENTS, CONSENSUS, MASKS, SELECTION, TILES
+from data_schema import ASSIGNMENTS, CONSENSUS, CONSENSUS_FATES, MASKS, SELECTION, TILES
 from histocurate.campaign import png_bytes, sha256_of
 from histocurate.config import load_config
 from histocurate.dataset.inputs import campaign_masks_token
@@ -152,7 +153,10 @@ def write_campaign(
     ws = Workspace(workspace.resolve())
     campaign = ws.campaign(project)
     out = SyntheticCampaign(ws.root, project)
+    from histocurate.segment.plan import clicks_digest, inside
+
     assignments, consensus_rows, selected = [], [], []
+    fates: list[pd.DataFrame] = []
     next_id = 1
     for slide_id in sorted({t.slide_id for t in tiles}):
         mine = [t for t in tiles if t.slide_id == slide_id]
@@ -236,10 +240,20 @@ def write_campaign(
                 campaign.masks,
                 tile.tile_id,
                 MASKS,
-                provenance={"pixels": sha, "clicks": "synthetic", "segmenter": "watershed"},
+                provenance={
+                    "pixels": sha,
+                    "clicks": clicks_digest(frame[inside(frame, tile.side)]),
+                    "segmenter": "watershed",
+                },
             )
+            fate = frame[["project", "annotation_id", "tile_id", "annotator", "x", "y", "label"]]
             if len(tile.annotators) >= 2:
                 consensus_rows += _consensus_rows(project, tile, frame)
+                first = frame.groupby("nucleus")["annotation_id"].transform("min")
+                fate = fate.assign(consensus_id=first.astype("Int64"), status="kept")
+            else:
+                fate = fate.assign(consensus_id=None, status="single_annotator_tile")
+            fates.append(fate)
         selected.append(
             dict(
                 tile_id=tile.tile_id,
@@ -258,6 +272,15 @@ def write_campaign(
             campaign.consensus,
             CONSENSUS,
             provenance={"masks": campaign_masks_token(campaign)},
+        )
+        columns = CONSENSUS_FATES.column_names
+        fate_frame = pd.concat(fates, ignore_index=True) if fates else pd.DataFrame()
+        write_table(
+            fate_frame[columns].astype({"consensus_id": "Int64"})
+            if len(fate_frame)
+            else CONSENSUS_FATES.to_arrow().empty_table(),
+            campaign.consensus_fates,
+            CONSENSUS_FATES,
         )
     if selection:
         frame = pd.DataFrame(selected)
