@@ -3,6 +3,7 @@ resampling, folds, versions, atomicity."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -75,6 +76,18 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[SyntheticCampaign, 
     root = tmp_path_factory.mktemp("dataset") / "ws"
     made = make_workspace(root)
     return made, build(root)
+
+
+def test_provenance_paths_are_relative_to_the_workspace(
+    built: tuple[SyntheticCampaign, DatasetRun],
+) -> None:
+    _, run = built
+    assert run.path is not None
+    provenance = json.loads((run.path / "dataset.json").read_text())["provenance"]
+    assert provenance["masks"]["path"] == "campaigns/camp/masks.parquet"
+    assert provenance["consensus"]["path"] == "campaigns/camp/consensus.parquet"
+    assert not Path(provenance["assignments"]).is_absolute()
+    assert (run.path.parents[2] / provenance["assignments"]).exists()
 
 
 def test_tables_open_with_pandas_and_duckdb(built: tuple[SyntheticCampaign, DatasetRun]) -> None:

@@ -93,6 +93,11 @@ def test_pannuke_import_keeps_folds_pixels_and_classes(config, tmp_path: Path) -
     tiles = tiles_of(run)
     assert len(tiles) == 6 and sorted(tiles["fold"].unique()) == [0, 1]
     assert run.info["folds"]["official"] and run.info["mpp"] == 0.25
+    # a folder outside the workspace stays absolute; one inside it is recorded relative
+    assert run.info["provenance"]["directory"] == str((tmp_path / "pannuke").resolve())
+    pannuke_folder(config.workspace / "incoming")
+    inside = run_dataset_import(config, "pannuke", config.workspace / "incoming", name="pn-in")
+    assert inside.info["provenance"]["directory"] == "incoming"
     assert [c["id"] for c in run.info["classes"]] == [
         "cancer_cell",
         "epithelial_cell",

@@ -35,6 +35,7 @@ from histocurate.dataset.store import (
     list_datasets,
     staging,
     version_of,
+    workspace_path,
 )
 from histocurate.dataset.tilework import TilePlan, campaign_tile
 from histocurate.digest import json_digest
@@ -276,7 +277,7 @@ def run_dataset_build(
             "left_out": left_out,
             "provenance": {
                 **inputs.provenance,
-                "assignments": str(Workspace.of(config).assignments),
+                "assignments": workspace_path(Workspace.of(config).assignments, config.workspace),
                 "config_hash": json_digest(section.model_dump(mode="json")),
                 "histocurate_version": __version__,
             },

@@ -34,6 +34,7 @@ import pandas as pd
 from data_schema import CONSENSUS, MASKS, SELECTION, SLIDES, TILES
 from histocurate.campaign import AnnotatedTiles, Campaign
 from histocurate.config import HistocurateConfig
+from histocurate.dataset.store import workspace_path
 from histocurate.errors import UserInputError
 from histocurate.io import list_partitions, partition_path, read_provenance, read_table
 from histocurate.workspace import Workspace
@@ -308,7 +309,9 @@ def read_campaign(config: HistocurateConfig, project: str, source: str) -> Campa
     left_out = {t: "not annotated" for t in annotated.tiles.index if t not in n_annotators.index}
     frames = []
     token = campaign_masks_token(campaign, mask_provenance)
-    provenance: dict[str, object] = {"masks": {"path": str(campaign.masks), "token": token}}
+    provenance: dict[str, object] = {
+        "masks": {"path": workspace_path(campaign.masks, ws.root), "token": token}
+    }
     if source == "masks":
         frames.append(_single_nuclei(masks[masks["tile_id"].isin(single)]))
     else:
@@ -332,7 +335,7 @@ def read_campaign(config: HistocurateConfig, project: str, source: str) -> Campa
             multi=multi,
         )
         provenance["consensus"] = {
-            "path": str(campaign.consensus),
+            "path": workspace_path(campaign.consensus, ws.root),
             "stamp": read_provenance(campaign.consensus),
         }
         from histocurate.dataset.checks import check_consensus

@@ -48,6 +48,22 @@ def datasets_root(workspace: Path) -> Path:
     return Workspace(Path(workspace)).datasets
 
 
+def workspace_path(path: Path | str, workspace: Path | str) -> str:
+    """``path`` as ``dataset.json`` records it: relative to the workspace (POSIX) when inside
+    it, so a moved or copied workspace keeps true provenance; absolute otherwise.
+
+    >>> workspace_path("/ws/campaigns/c/masks.parquet", "/ws"), workspace_path("/data/pn", "/ws")
+    ('campaigns/c/masks.parquet', '/data/pn')
+    """
+    path, workspace = Path(path), Path(workspace)
+    for a, b in ((path, workspace), (path.resolve(), workspace.resolve())):
+        try:
+            return a.relative_to(b).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
 def check_name(name: str) -> str:
     if not _NAME.match(name or ""):
         raise UserInputError(

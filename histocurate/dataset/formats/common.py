@@ -28,6 +28,7 @@ from histocurate.dataset.store import (
     list_datasets,
     staging,
     version_of,
+    workspace_path,
 )
 from histocurate.dataset.tilework import TileResult
 from histocurate.runs import ItemOutcome, ItemWork, Mapper, Progress, run_items, skipped
@@ -184,7 +185,7 @@ def run_import(
             "left_out": [],
             "provenance": {
                 "format": plan.format,
-                "directory": str(plan.directory),
+                "directory": workspace_path(plan.directory, config.workspace),
                 "source_mpp": plan.source_mpp,
                 "files": {path: digest for path, digest in files},
                 "histocurate_version": __version__,
