@@ -306,3 +306,18 @@ def test_copied_workspace_builds_the_same_version(
     copy = tmp_path / "copy"
     shutil.copytree(made.workspace, copy, ignore=shutil.ignore_patterns("datasets"))
     assert build(copy).version == run.version
+
+
+def test_the_card_says_where_table1_figures_come_from(
+    built: tuple[SyntheticCampaign, DatasetRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from histocurate.dataset import card
+
+    _, run = built
+    assert run.path is not None
+    text = (run.path / "card.md").read_text(encoding="utf-8")
+    assert "n/a" not in text and card.NOT_FILLED in text
+    assert "Table 1" in text and "not available offline" in text and "PAPER_TABLE1" in text
+    monkeypatch.setitem(card.PAPER_TABLE1, "PanNuke", {"epithelial_cell": 1.5})
+    assert "1 of" in card.table1_note() and "not available offline" not in card.table1_note()
+    assert card._reference_cell("PanNuke", "epithelial_cell") == "1.50%"

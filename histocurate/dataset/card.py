@@ -5,9 +5,13 @@ cell type and indication (Figure 1a, as a stacked bar plot), the share of each u
 type next to the public datasets (Table 1), each fold's class distribution, nuclei per tile,
 the undetermined labels, the annotators, and what rasterisation decided.
 
-Table 1's reference columns: the paper's figures are not available offline, so a cell is
-"n/a" unless filled in `PAPER_TABLE1`; "no class" marks a type the dataset has no class for
-(from its published class list, so that share is 0 by construction).
+Table 1's reference columns are meant to hold the shares that the HistoPLUS paper's Table 1
+reports for NuCLS, CoNSeP, Lizard, PanNuke and HistoTRAIN. Those figures are not in this
+repository and could not be read when it was written (no network, no copy of the paper), so
+`PAPER_TABLE1` is empty and a cell reads "not filled": nothing is invented. Fill
+`PAPER_TABLE1` from the paper's Table 1 to show them; the card then says they come from
+there. "no class" marks a type the reference dataset has no class for (from its published
+class list, so that share is 0 by construction).
 """
 
 from __future__ import annotations
@@ -32,14 +36,45 @@ REFERENCE_CLASSES: dict[str, set[str]] = {
     "HistoTRAIN": set(RARE_LABELS),
 }
 PAPER_TABLE1: dict[str, dict[str, float]] = {ref: {} for ref in REFERENCES}
-"""Shares (%) of the paper's Table 1, by reference and type: fill from the paper."""
+"""Shares (%) of the HistoPLUS paper's Table 1, by reference and type. Empty: the paper was
+not available offline; fill it from the paper's Table 1 (never estimate)."""
+NOT_FILLED = "not filled"
 
 
 def _reference_cell(reference: str, label: str) -> str:
     if label not in REFERENCE_CLASSES[reference]:
         return NO_CLASS
     value = PAPER_TABLE1[reference].get(label)
-    return "n/a" if value is None else f"{value:.2f}%"
+    return NOT_FILLED if value is None else f"{value:.2f}%"
+
+
+def table1_note() -> str:
+    """What the card says of Table 1's reference columns: where the figures come from, or
+    that they are not filled and why."""
+    filled = sum(len(v) for v in PAPER_TABLE1.values())
+    wanted = sum(len(REFERENCE_CLASSES[r] & set(RARE_LABELS)) for r in REFERENCES)
+    source = (
+        "Reference columns (NuCLS, CoNSeP, Lizard, PanNuke, HistoTRAIN): the shares the "
+        "HistoPLUS paper (Owkin 2025) reports in its Table 1. "
+    )
+    if not filled:
+        status = (
+            f"'{NOT_FILLED}': none of those figures is filled in: the paper's numbers are not "
+            "in this repository and were not available offline when it was written, and "
+            "histocurate does not estimate them; copy them from the paper's Table 1 into "
+            "`histocurate.dataset.card.PAPER_TABLE1` to show them."
+        )
+    else:
+        status = (
+            f"{filled} of {wanted} figures are filled in, from the paper's Table 1 "
+            f"(`histocurate.dataset.card.PAPER_TABLE1`); '{NOT_FILLED}': not copied yet."
+        )
+    return (
+        source
+        + status
+        + f" '{NO_CLASS}': the reference dataset has no class for that type (its published "
+        "class list), so its share is 0 by construction. 'this dataset' is computed here."
+    )
 
 
 def class_frame(info: dict[str, Any], by: str) -> pd.DataFrame:
@@ -179,8 +214,7 @@ def render_card(info: dict[str, Any], tiles: pd.DataFrame, nuclei: pd.DataFrame)
         "",
         markdown_table(_table1(info)),
         "",
-        "Reference columns: 'no class' = the dataset has no class for it; 'n/a' = the "
-        "paper's figure is not available offline (`histocurate.dataset.card.PAPER_TABLE1`).",
+        table1_note(),
         "",
         "## Folds (grouped by slide, stratified by cell type)",
         "",
