@@ -102,3 +102,12 @@ def test_default_skips_for_large_vits() -> None:
     spec = EncoderSpec(name="timm:vit_large_patch16_224")
     with torch.device("meta"):
         assert build_encoder(spec, tile_size=224).out_indices == (5, 11, 17, 23)
+
+
+def test_a_timm_model_that_is_not_a_vit_is_named() -> None:
+    from histocurate.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=r"timm:resnet18.*not a ViT"):
+        build_encoder(EncoderSpec(name="timm:resnet18"), tile_size=224)
+    with pytest.raises(UserInputError, match="timm has no model"):
+        build_encoder(EncoderSpec(name="timm:no_such_model"), tile_size=224)

@@ -199,14 +199,20 @@ def _create_vit(model_name: str, tile_size: int, **kwargs: Any) -> Any:
 
     if not timm.is_model(model_name):
         raise UserInputError(f"encoder 'timm:{model_name}': timm has no model {model_name!r}")
-    return timm.create_model(
-        model_name,
-        pretrained=False,
-        num_classes=0,
-        img_size=tile_size,
-        dynamic_img_size=True,
-        **kwargs,
-    )
+    try:
+        return timm.create_model(
+            model_name,
+            pretrained=False,
+            num_classes=0,
+            img_size=tile_size,
+            dynamic_img_size=True,
+            **kwargs,
+        )
+    except TypeError as error:  # a CNN or other family: no img_size / ViT options
+        raise UserInputError(
+            f"encoder 'timm:{model_name}': not a ViT timm can build at {tile_size} px "
+            f"({error}); CellViT needs a ViT (e.g. timm:vit_base_patch16_224)"
+        ) from None
 
 
 def normalisation_of(vit: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
