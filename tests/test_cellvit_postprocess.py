@@ -198,3 +198,19 @@ def test_pool_gives_the_same_results_in_order() -> None:
             cb.drop(columns="polygon")
         )
     assert np.array_equal(local[0], direct[1][0])
+
+
+def test_bad_maps_and_settings_are_named() -> None:
+    from histocurate.cellvit.hover import HoverOptions
+    from histocurate.cellvit.postprocess import instances_from_maps
+
+    flat = np.zeros((8, 8), np.float32)
+    hv = np.zeros((2, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="empty"):
+        instances_from_maps(np.zeros((0, 0), np.float32), np.zeros((2, 0, 0), np.float32))
+    with pytest.raises(ValueError, match="at least one type"):
+        instances_from_maps(flat, hv, np.ones((1, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 1\].*logits"):
+        instances_from_maps(flat + 255.0, hv)
+    with pytest.raises(ValueError, match="odd and >= 3"):
+        HoverOptions(sobel_ksize=4)

@@ -45,6 +45,10 @@ class HoverOptions:
     drop_untyped: bool = False
     polygons: bool = True
 
+    def __post_init__(self) -> None:
+        if self.sobel_ksize < 3 or self.sobel_ksize % 2 == 0:
+            raise ValueError(f"sobel_ksize must be odd and >= 3, got {self.sobel_ksize}")
+
     @classmethod
     def for_mpp(cls, mpp: float, **overrides: Any) -> HoverOptions:
         """40x (ksize 21, min sizes 10) up to 0.375 um/px, 20x (11, 5) above."""

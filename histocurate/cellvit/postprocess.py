@@ -57,11 +57,20 @@ def _check(np_prob: np.ndarray, hv: np.ndarray, tp_prob: np.ndarray | None) -> N
         raise ValueError(f"np_prob must be (H, W), got {np_prob.shape}")
     if hv.shape != (2, *np_prob.shape):
         raise ValueError(f"hv must be (2, H, W) = (2, {np_prob.shape}), got {hv.shape}")
+    if np_prob.size == 0:
+        raise ValueError(f"np_prob is empty: {np_prob.shape}")
     if tp_prob is not None and (tp_prob.ndim != 3 or tp_prob.shape[1:] != np_prob.shape):
         raise ValueError(f"tp_prob must be (C, H, W) with H, W = {np_prob.shape}")
+    if tp_prob is not None and tp_prob.shape[0] < 2:
+        raise ValueError(f"tp_prob needs background and at least one type, got C = {len(tp_prob)}")
     for name, arr in (("np_prob", np_prob), ("hv", hv)):  # tp_prob: on nuclei, later
         if not np.isfinite(arr.sum(dtype=np.float64)):  # a NaN or inf spreads to the sum
             raise ValueError(f"{name} holds NaN or infinite values")
+    if np_prob.min() < 0.0 or np_prob.max() > 1.0:
+        raise ValueError(
+            f"np_prob must be probabilities in [0, 1], got [{np_prob.min():g}, "
+            f"{np_prob.max():g}] (logits? apply the softmax first)"
+        )
 
 
 def _bboxes(inst: np.ndarray, n: int) -> np.ndarray:
