@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from histocurate.errors import WorkspaceError
+from histocurate.errors import UserInputError, WorkspaceError
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
 OpenFraction = Annotated[float, Field(gt=0, lt=1)]
@@ -105,5 +105,24 @@ def checked_workspace(workspace: str | None) -> str:
             f"parameter 'workspace': {text} is not a histocurate workspace (no "
             "histocurate.toml) on the machine running this flow: check HISTOCURATE_WORKSPACE "
             f"of the deployment (or create it with `histocurate init {text}`)"
+        )
+    return text
+
+
+def checked_checkpoint(checkpoint: str | None) -> str:
+    """The ``checkpoint`` parameter of a predict flow, refused before any work when a
+    deployment left it unset (``prefect deploy`` makes ``{{ $HISTOCURATE_CHECKPOINT }}``
+    an empty string, or keeps it as text, when the variable is missing): an empty path
+    would otherwise be read as the current folder.
+
+    >>> checked_checkpoint(" runs/lung-1 ")
+    'runs/lung-1'
+    """
+    text = (checkpoint or "").strip()
+    if not text or "{{" in text or "HISTOCURATE_CHECKPOINT" in text:
+        raise UserInputError(
+            f"parameter 'checkpoint' is not set ({checkpoint!r}): deploy again with "
+            "HISTOCURATE_CHECKPOINT=<a checkpoint file, or a run name under the workspace's "
+            "runs/> set, as prefect.yaml reads it, or give checkpoint= to the run"
         )
     return text

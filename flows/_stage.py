@@ -12,8 +12,9 @@ A stage flow is `stage_flow` + `stage_run` + ``finish``, nothing else::
 
 - `stage_flow`: a readable run name (`flows._naming`), a thread pool sized to the machine,
   the failure hook (`flows._hooks`), parameters validated before the run.
-- `stage_run`: checks the workspace parameter, loads the configuration, tags the run
-  (workspace, stage, campaign), forwards histocurate's log records to the run's logs, and
+- `stage_run`: tags the run (workspace, stage, campaign: first, so that a run refused for
+  its workspace or settings is found by its tags), checks the workspace parameter, loads
+  the configuration, forwards histocurate's log records to the run's logs, and
   rewrites CLI flags in error messages to parameter names when a deployment started the run.
 - `task_mapper`: each item of the stage as one task named after the item (slide, tiles,
   shard), at most ``[prefect] task_workers`` at a time (one on a GPU), retried with a
@@ -31,6 +32,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import Flow, flow, tags
@@ -49,7 +51,7 @@ from flows._naming import (
 )
 from flows._params import checked_workspace, name_parameters
 from flows._tasks import machine_workers, stage_task_runner, task_mapper, uses_gpu
-from histocurate.config import HistocurateConfig, load_config
+from histocurate.config import ENV_PREFIX, HistocurateConfig, load_config
 from histocurate.errors import UserInputError
 from histocurate.runs import Mapper, Report, StageRun
 
@@ -111,10 +113,32 @@ def _parameter_names() -> set[str]:
     return set(inspect.signature(context.flow.fn).parameters)
 
 
+_CONFIG_SOURCES = f"{ENV_PREFIX}* variables, flags)"
+
+
 def for_this_run(message: str) -> str:
     """``message`` as this run's user should read it: parameter names for CLI flags when
-    a deployment started the run."""
-    return name_parameters(message, _parameter_names()) if from_deployment() else message
+    a deployment started the run (and a configuration error's "flags" as the run's
+    parameters and overrides)."""
+    if not from_deployment():
+        return message
+    message = message.replace(
+        _CONFIG_SOURCES, f"{ENV_PREFIX}* variables of the worker, parameters/overrides)"
+    )
+    return name_parameters(message, _parameter_names())
+
+
+def early_workspace(workspace: str | None) -> str | None:
+    """The workspace a run is about, as far as its parameter says before it is checked
+    (None when unset or still a deployment template): what the run is tagged with first.
+
+    >>> early_workspace("{{ $HISTOCURATE_WORKSPACE }}"), early_workspace("")
+    (None, None)
+    """
+    text = (workspace or "").strip()
+    if not text or "{{" in text:
+        return None
+    return str(Path(text).expanduser().resolve())
 
 
 class _ToRunLogger(logging.Handler):
@@ -179,14 +203,16 @@ def stage_run(
             token = _FROM_DEPLOYMENT.set(from_deployment())
             stack.callback(_FROM_DEPLOYMENT.reset, token)
         try:
+            # tagged before the configuration is read: a run refused for its workspace or
+            # its settings is found under its stage and workspace tags too
+            found = stage_tags(stage, workspace=early_workspace(workspace),
+                               campaign=campaign, indication=indication)  # fmt: skip
+            set_run_tags_and_name(found)
+            stack.enter_context(tags(*found))
             if workspace is None:  # a stage without a workspace (evaluate): defaults, env
                 config = load_config(os.getcwd(), overrides or {}, require_file=False)
             else:
                 config = load_config(checked_workspace(workspace), overrides or {})
-            found = stage_tags(stage, workspace=workspace and str(config.workspace),
-                               campaign=campaign, indication=indication)  # fmt: skip
-            set_run_tags_and_name(found)
-            stack.enter_context(tags(*found))
             stack.enter_context(_histocurate_logs())
             yield StageContext(stage, config, gpu=bool(gpu and gpu(config)))
         except UserInputError as exc:

@@ -37,7 +37,7 @@ def prepare_campaign_flow(
     annotators: list[str] | None = None,
     k: Count | None = None,
     overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Any:
     """Tile, embed and select tiles of ``indication``; export them when ``project`` is set.
 
     Args:
@@ -68,7 +68,7 @@ def prepare_campaign_flow(
 @stage_flow("refresh-annotations")
 def refresh_annotations_flow(
     workspace: str, project: str | None = None, overrides: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> Any:
     """Import new clicks from Cytomine, segment them, and refresh the consensus.
 
     Args:

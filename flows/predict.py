@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from flows._params import Amount, Count, Device, Precision, settings
+from flows._params import Amount, Count, Device, Precision, checked_checkpoint, settings
+from flows._pipeline import pipeline_run
 from flows._stage import stage_flow, stage_run, uses_gpu
 from histocurate.config import HistocurateConfig
 
@@ -58,6 +59,7 @@ def predict_flow(
              "workers": workers}  # fmt: skip
     with stage_run("predict", workspace, settings({"predict": typed}, overrides),
                    gpu=_gpu) as stage:  # fmt: skip
+        checkpoint = checked_checkpoint(checkpoint)  # before any work: '' is no checkpoint
         run = run_predict(stage.config, checkpoint=checkpoint, dataset=dataset, slides=slides,
                           mapper=stage.mapper, progress=stage.progress, force=force)  # fmt: skip
         return stage.finish(run, key="predict")
@@ -70,6 +72,10 @@ def predict_new_slides_flow(
     """Tile the slides new to the manifest, then predict every slide not yet predicted by
     ``checkpoint`` (or predicted before it was saved): a nightly run does only the new.
 
+    One parent run with the tile and predict stages as subflows under one ``group:`` tag.
+    A slide that fails to tile does not keep the others from being predicted; the run then
+    ends Failed, its message naming the failed stages and their slides.
+
     Args:
         workspace: Workspace folder (holds histocurate.toml) on the machine running the flow.
         checkpoint: Checkpoint file, or a run name under the workspace's runs/ (its best.pt).
@@ -77,10 +83,12 @@ def predict_new_slides_flow(
     """
     from flows.tile import tile_flow
 
-    tile_flow(workspace, overrides=overrides, return_state=True)  # a bad slide: the others go on
-    state: Any = predict_flow(workspace, checkpoint=checkpoint, overrides=overrides,
-                              return_state=True)  # fmt: skip
-    return state if state.is_failed() else state.result()  # failed slides fail this run too
+    with pipeline_run("predict-new-slides", workspace, keep_going=True) as pipeline:
+        checkpoint = checked_checkpoint(checkpoint)  # refused before tiling, not after
+        pipeline.run("tile", tile_flow, workspace=workspace, overrides=overrides)
+        pipeline.run("predict", predict_flow, workspace=workspace, checkpoint=checkpoint,
+                     overrides=overrides)  # fmt: skip
+        return pipeline.finish()
 
 
 @stage_flow("evaluate-models")

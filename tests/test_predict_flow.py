@@ -74,4 +74,4 @@ def test_predict_flow_matches_the_plain_run(
     # the nightly flow: nothing new to tile, slide a up to date
     nightly = run_flow(predict_new_slides_flow, workspace=str(flow),
                        checkpoint=str(flow / "m.pt"), overrides=SETTINGS)  # fmt: skip
-    assert [(o.item, o.status) for o in nightly.outcomes] == [("a", "skipped")]
+    assert [(o.item, o.status) for o in nightly["predict"].outcomes] == [("a", "skipped")]

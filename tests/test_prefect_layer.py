@@ -15,7 +15,7 @@ import requests
 from histocurate.errors import UserInputError, WorkspaceError
 
 LAYER = ["flows._artifacts", "flows._hooks", "flows._naming", "flows._params", "flows._pipeline",
-         "flows._retry", "flows._tasks"]  # fmt: skip
+         "flows._retry", "flows._stage", "flows._tasks", "flows._deploy"]  # fmt: skip
 
 
 @pytest.mark.parametrize("module", LAYER)
@@ -89,6 +89,45 @@ def test_unset_deployment_workspace_names_the_variable(tmp_path: Path) -> None:
     assert checked_workspace(str(tmp_path)) == str(tmp_path)
 
 
+def test_unset_checkpoint_is_refused_before_any_work_naming_the_variable(tmp_path: Path) -> None:
+    from flows._params import checked_checkpoint
+    from flows._pipeline import workspace_files
+    from flows.predict import predict_flow, predict_new_slides_flow
+    from histocurate.cli.app import main
+
+    for unset in ("{{ $HISTOCURATE_CHECKPOINT }}", "", "  ", None):
+        with pytest.raises(UserInputError, match="HISTOCURATE_CHECKPOINT"):
+            checked_checkpoint(unset)
+    assert checked_checkpoint("runs/lung-1") == "runs/lung-1"
+    ws = tmp_path / "ws"
+    assert main(["init", str(ws)]) == 0
+    (ws / "slides.csv").write_text("slide_id,path,indication\na,a.tiff,LUAD\n")
+    before = workspace_files(ws)
+    for flow in (predict_new_slides_flow, predict_flow):  # the bodies, outside any run
+        with pytest.raises(UserInputError, match="parameter 'checkpoint' is not set"):
+            flow.fn(workspace=str(ws), checkpoint="")
+    assert workspace_files(ws) == before  # nothing tiled, nothing written
+
+
+def test_config_errors_of_a_deployment_run_name_parameters_not_flags(tmp_path: Path) -> None:
+    from flows._stage import _FROM_DEPLOYMENT, for_this_run
+    from histocurate.config import load_config
+
+    (tmp_path / "histocurate.toml").write_text("")
+    with pytest.raises(WorkspaceError) as raised:
+        load_config(tmp_path, {"tiling": {"tile_size": 56}}, environ={})
+    message = str(raised.value)
+    assert "variables, flags)" in message  # the CLI's wording
+    assert for_this_run(message) == message  # not from a deployment: unchanged
+    token = _FROM_DEPLOYMENT.set(True)
+    try:
+        renamed = for_this_run(message)
+    finally:
+        _FROM_DEPLOYMENT.reset(token)
+    assert "flags" not in renamed and "parameters/overrides)" in renamed
+    assert "unknown key 'tiling.tile_size'" in renamed
+
+
 def test_typed_parameters_win_over_overrides_and_none_keeps_the_workspace() -> None:
     from flows._params import settings
 
@@ -112,6 +151,8 @@ FLOWS = [
     ("flows.pipeline", "prepare_campaign_flow"),
     ("flows.pipeline", "refresh_annotations_flow"),
     ("flows.demo", "demo_flow"),
+    ("flows.predict", "predict_flow"),
+    ("flows.predict", "predict_new_slides_flow"),
 ]
 
 
