@@ -1,8 +1,9 @@
 """prefect.yaml as a data engineer uses it, on the test server: `prefect deploy` refuses to
-deploy without its two variables; with them, a process worker runs the tile deployment end
-to end; the server refuses a bad parameter before any run; a stage error names the
-deployment's parameter, not the CLI flag. Slow (~1 min: each deployment run starts a
-process): marked slow and prefect."""
+deploy without its two variables (one message, no traceback); without HISTOCURATE_CHECKPOINT
+the nightly predict is deployed with its schedule inactive; with them, a process worker
+runs the tile deployment end to end; the server refuses a bad parameter before any run; a
+stage error names the deployment's parameter, not the CLI flag. Slow (~2.5 min: each
+deployment run starts a process): marked slow and prefect."""
 
 from __future__ import annotations
 
@@ -66,16 +67,21 @@ def test_deploy_and_run_deployments_end_to_end(tmp_path: Path, prefect_harness: 
     (ws / "slides.csv").write_text("slide_id,path,indication\na,a.tiff,LUAD\n")
     home = tmp_path / "prefect-home"
 
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_work_pool(WorkPoolCreate(name="histocurate", type="process"))
+    with get_client(sync_client=True) as client:
+        for pool in ("histocurate", "histocurate-gpu"):
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
 
     refused = _deploy(_environment(home), "tile")
     assert refused.returncode != 0
     said = refused.stdout + refused.stderr
-    assert "HISTOCURATE_REPO" in said and "HISTOCURATE_WORKSPACE" in said
+    assert "not deployed: prefect.yaml needs HISTOCURATE_REPO and HISTOCURATE_WORKSPACE" in said
+    assert "Traceback" not in said  # one message, not buried in a traceback
     env = _environment(home, HISTOCURATE_REPO=str(ROOT), HISTOCURATE_WORKSPACE=str(ws))
-    deployed = _deploy(env, "tile", "select-luad")
-    assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+    deployed = _deploy(env, "tile", "select-luad", "predict-new-slides-nightly")
+    said = deployed.stdout + deployed.stderr
+    assert deployed.returncode == 0, said[-4000:]
+    assert "HISTOCURATE_CHECKPOINT is not set" in said and "INACTIVE" in said
 
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     worker = subprocess.Popen(
@@ -85,6 +91,10 @@ def test_deploy_and_run_deployments_end_to_end(tmp_path: Path, prefect_harness: 
         with get_client(sync_client=True) as client:
             tile = client.read_deployment_by_name("tile/tile")
             select = client.read_deployment_by_name("select/select-luad")
+            nightly = client.read_deployment_by_name(
+                "predict-new-slides/predict-new-slides-nightly"
+            )
+            assert [s.active for s in nightly.schedules] == [False]  # no model: not scheduled
             with pytest.raises(Exception, match="n_tiles"):  # refused before any run
                 client.create_flow_run_from_deployment(select.id, parameters={"n_tiles": 0})
             run = client.create_flow_run_from_deployment(
