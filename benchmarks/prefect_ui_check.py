@@ -7,8 +7,10 @@ Starts `prefect server start` (its own PREFECT_HOME, analytics off), runs `histo
 tile run with a broken slide, then screenshots with Debian's `chromium` (apt-get install
 chromium) the artifact pages of the reports, the demo's parent run and the failed run.
 Prints one row per page: its file, the share of H&E-coloured pixels (the inlined tile
-thumbnails, mosaics and overlays are pink and purple; the UI is grey) and whether pictures
-show. Takes ~5 min on 2 cores; not part of the test suite. The PNGs stay in --out.
+thumbnails, mosaics and overlays are pink and purple; the UI is grey), the share of chart
+pixels (the training curves are a white figure; the UI is dark) and whether the pictures a
+report should show do show. Takes ~6 min on 2 cores; not part of the test suite. The PNGs
+stay in --out.
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ SMALL_COHORT = {
     "width_px = 4096": "width_px = 2560",
     "height_px = 4096": "height_px = 2560",
 }  # fmt: skip
-PICTURE_REPORTS = ["tile-report", "select-luad-report", "segment-report", "consensus-report"]
+PICTURE_REPORTS = {
+    "tile-report": "he",  # tiling overlays
+    "select-luad-report": "he",  # the selection mosaic
+    "segment-report": "he",  # mask overlays
+    "consensus-report": "he",  # consensus overlays
+    "train-report": "chart",  # the training curves (white matplotlib figure)
+}
+"""Reports with pictures inline, and how their pictures are recognised in a screenshot."""
 
 
 def _api(base: str, path: str, body: dict[str, object]) -> list[dict[str, object]]:
@@ -78,6 +87,18 @@ def he_share(path: Path) -> float:
     return float(((r > 120) & (b > 110) & (g < r - 35) & (g < b - 10)).mean())
 
 
+def chart_share(path: Path, run: int = 100) -> float:
+    """Share of pixels in horizontal runs of ``run`` near-white pixels: a chart's white
+    background (the UI is dark; its white text never makes such runs)."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    white = (rgb.min(axis=2) > 235).astype(np.int32)
+    sums = np.concatenate([np.zeros((len(white), 1), np.int32), white.cumsum(axis=1)], axis=1)
+    return float(((sums[:, run:] - sums[:, :-run]) == run).mean())
+
+
 def run_pipeline(work: Path) -> None:
     """The demo under Prefect on a small cohort, and one tile run with a broken slide."""
     from histocurate.cli.app import main
@@ -114,6 +135,8 @@ def pages_to_check(base: str) -> list[tuple[str, str, bool]]:
         artifact = _latest(base, "artifacts", {"artifacts": {"key": {"any_": [key]}}})
         if artifact:
             pages.append((key, f"artifacts/artifact/{artifact['id']}", key in PICTURE_REPORTS))
+        elif key in PICTURE_REPORTS:
+            print(f"no {key} artifact: its stage did not run or published nothing")
     demo = _latest(base, "flow_runs", {"flows": {"name": {"any_": ["demo"]}}})
     if demo:
         pages.append(("demo parent run", f"runs/flow-run/{demo['id']}", False))
@@ -150,13 +173,16 @@ def main() -> None:
         started = time.perf_counter()
         run_pipeline(Path(tempfile.mkdtemp(prefix="prefect-ui-ws-")))
         print(f"pipeline: {time.perf_counter() - started:.0f} s")
-        print("\n| page | screenshot | H&E-coloured pixels | pictures |\n|---|---|---|---|")
+        print("\n| page | screenshot | H&E-coloured pixels | chart pixels | pictures |")
+        print("|---|---|---|---|---|")
         for name, path, expect_pictures in pages_to_check(base):
             png = out / f"{name.replace(' ', '-')}.png"
             screenshot(f"{base}/{path}", png)
-            share = he_share(png)
-            verdict = "shown" if share > 0.005 else ("MISSING" if expect_pictures else "-")
-            print(f"| {name} | {png.name} | {share:.1%} | {verdict} |")
+            he, chart = he_share(png), chart_share(png)
+            kind = PICTURE_REPORTS.get(name)
+            shown = (he if kind == "he" else chart if kind == "chart" else max(he, chart)) > 0.005
+            verdict = "shown" if shown else ("MISSING" if expect_pictures else "-")
+            print(f"| {name} | {png.name} | {he:.1%} | {chart:.1%} | {verdict} |")
         print_groups(base)
     finally:
         server.terminate()

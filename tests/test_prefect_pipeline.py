@@ -67,3 +67,46 @@ def test_second_night_without_new_clicks_changes_no_file(
     summary = Artifact.get("refresh-annotations-summary")
     assert summary is not None
     assert "nothing new: no file of the workspace changed" in str(summary.data)
+
+
+@pytest.mark.prefect
+def test_demo_is_one_parent_run_with_its_stages_as_subflows_under_one_group_tag(
+    tmp_path: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """demo_flow as `histocurate demo --prefect` runs it (its steps are CLI commands run
+    in-process), on two cheap steps instead of the whole demo."""
+    from prefect.artifacts import Artifact
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    from flows.demo import demo_flow
+    from histocurate.cli.app import main
+    from histocurate.demo import runner
+    from tests.slide_files import tissue_image, write_slide
+
+    ws = tmp_path / "mini-demo"
+    assert main(["init", str(ws)]) == 0
+    write_slide(ws / "a.tiff", tissue_image(1024, 1024, seed=3), mpp=0.25)
+    (ws / "slides.csv").write_text("slide_id,path,indication\na,a.tiff,LUAD\n")
+
+    def step(command: str) -> Any:
+        def run() -> None:
+            assert main([command, "-w", str(ws), "--prefect"]) == 0
+
+        return run
+
+    steps = [("tile", step("tile")), ("embed", step("embed"))]
+    monkeypatch.setattr(runner, "demo_steps", lambda options: steps)
+    state = demo_flow(str(ws), return_state=True)
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        parent = client.read_flow_run(state.state_details.flow_run_id)
+        group = next(t for t in parent.tags if t.startswith("group:demo-"))
+        grouped = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags={"all_": [group]}))
+    by_name = {r.name.split(" · ")[0]: r for r in grouped}
+    assert set(by_name) == {"demo LUAD", "tile", "embed"}  # one parent, two stages, no other
+    assert by_name["demo LUAD"].parent_task_run_id is None
+    assert by_name["tile"].parent_task_run_id and by_name["embed"].parent_task_run_id
+    assert {"pipeline:demo", "workspace:mini-demo"} <= set(by_name["tile"].tags)
+    summary = Artifact.get("demo-summary")
+    assert summary is not None and "**tile**" in str(summary.data)
