@@ -18,8 +18,6 @@ import pytest
 import torch
 
 from data_schema import DATASET_NUCLEI, TILE_CELLS
-from histocurate.cellvit.checkpoint import CheckpointInfo
-from histocurate.cellvit.model import CellViTConfig
 from histocurate.cli.app import main
 from histocurate.config import HistocurateConfig, load_config
 from histocurate.dataset.build import run_dataset_build
@@ -33,7 +31,7 @@ from histocurate.predict import evaluate as evaluate_module
 from histocurate.predict.evaluate import _clean_labels, evaluate_groups, run_model_evaluation
 from histocurate.predict.models import LoadedModel, load_model
 from histocurate.predict.stage import run_predict
-from histocurate.testing.predict_data import OracleModel, tiny_checkpoint
+from histocurate.testing.predict_data import oracle_loader, tiny_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -70,15 +68,12 @@ def config(ws: Path, **evaluate: object) -> HistocurateConfig:
 
 def with_oracle(monkeypatch: pytest.MonkeyPatch) -> None:
     """``oracle.pt`` loads as the `OracleModel`; other checkpoints load for real."""
-    info = CheckpointInfo(classes=("cancer_cell", "lymphocyte", "fibroblast"),
-                          colours=("#ff0000",) * 3, mpp=0.25, tile_size=112, mean=(0, 0, 0),
-                          std=(1, 1, 1), encoder="oracle", config=CellViTConfig())  # fmt: skip
+    oracle_load = oracle_loader(
+        classes=("cancer_cell", "lymphocyte", "fibroblast"), tile_size=112, digest="oracle-digest"
+    )
 
     def load(path: Path, device: str = "auto") -> LoadedModel:
-        if path.name != "oracle.pt":
-            return load_model(path, device)
-        model: Any = OracleModel()
-        return LoadedModel(model, info, torch.device("cpu"), path, "oracle-digest")
+        return oracle_load(path, device) if path.name == "oracle.pt" else load_model(path, device)
 
     monkeypatch.setattr(dataset_module, "load_model", load)
     monkeypatch.setattr(evaluate_module, "load_model", load)

@@ -4,23 +4,18 @@ the thumbnails inline) as artifacts, and a failed slide failing the run but not 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 
 from data_schema import CELLS
-from histocurate.cellvit.checkpoint import CheckpointInfo
-from histocurate.cellvit.model import CellViTConfig
 from histocurate.cli.app import main
 from histocurate.config import load_config
 from histocurate.io import read_table
 from histocurate.predict import slide as slide_module
 from histocurate.predict import stage as stage_module
-from histocurate.predict.models import LoadedModel
 from histocurate.predict.stage import run_predict
 from histocurate.predict.store import SlidePredictions
-from histocurate.testing.predict_data import OracleModel, tiny_checkpoint
+from histocurate.testing.predict_data import oracle_loader, tiny_checkpoint
 from histocurate.tiling import run_tile
 from tests.slide_files import tissue_image, write_slide
 
@@ -48,14 +43,7 @@ def test_predict_flow_matches_the_plain_run(
     from flows._stage import run_flow
     from flows.predict import predict_flow, predict_new_slides_flow
 
-    info = CheckpointInfo(classes=("cancer_cell", "lymphocyte", "eosinophil"),
-                          colours=("#ff0000",) * 3, mpp=0.25, tile_size=224, mean=(0, 0, 0),
-                          std=(1, 1, 1), encoder="oracle", config=CellViTConfig())  # fmt: skip
-
-    def load(path: Path, device: str = "auto") -> LoadedModel:
-        model: Any = OracleModel()
-        return LoadedModel(model, info, torch.device("cpu"), path, "oracle")
-
+    load = oracle_loader()
     monkeypatch.setattr(slide_module, "load_model", load)
     monkeypatch.setattr(stage_module, "load_model", load)
     plain, flow = workspace(tmp_path / "plain"), workspace(tmp_path / "flow")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,18 +19,15 @@ import shapely
 import torch
 
 from data_schema import CELL_COUNTS, CELLS, TILES
-from histocurate.cellvit.checkpoint import CheckpointInfo
-from histocurate.cellvit.model import CellViTConfig
 from histocurate.cli.app import main
 from histocurate.config import HistocurateConfig, load_config
 from histocurate.errors import UserInputError
 from histocurate.io import partition_path, read_provenance, read_table, write_partition
 from histocurate.predict import slide as slide_module
 from histocurate.predict import stage as stage_module
-from histocurate.predict.models import LoadedModel
 from histocurate.predict.stage import run_predict
 from histocurate.predict.store import SlidePredictions
-from histocurate.testing.predict_data import OracleModel, tiny_checkpoint
+from histocurate.testing.predict_data import oracle_loader, tiny_checkpoint
 from histocurate.tiling import run_tile
 from tests.slide_files import tissue_image, write_slide
 
@@ -94,21 +90,7 @@ def config(ws: Path, **extra: object) -> HistocurateConfig:
 
 def oracle(monkeypatch: pytest.MonkeyPatch, ws: Path) -> None:
     """Every model load gives the oracle (the checkpoint file is still read and digested)."""
-    info = CheckpointInfo(
-        classes=("cancer_cell", "lymphocyte", "eosinophil"),
-        colours=("#ff0000",) * 3,
-        mpp=0.25,
-        tile_size=224,
-        mean=(0, 0, 0),
-        std=(1, 1, 1),
-        encoder="oracle",
-        config=CellViTConfig(),
-    )
-
-    def load(path: Path, device: str = "auto") -> LoadedModel:
-        model: Any = OracleModel()
-        return LoadedModel(model, info, torch.device("cpu"), path, "oracle")
-
+    load = oracle_loader()
     monkeypatch.setattr(slide_module, "load_model", load)
     monkeypatch.setattr(stage_module, "load_model", load)
 

@@ -9,15 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from histocurate.cellvit.checkpoint import CheckpointInfo
-from histocurate.cellvit.model import CellViTConfig
 from histocurate.cli.app import main
 from histocurate.predict import slide as slide_module
 from histocurate.predict import stage as stage_module
-from histocurate.predict.models import LoadedModel
-from histocurate.testing.predict_data import OracleModel, tiny_checkpoint
+from histocurate.testing.predict_data import oracle_loader, tiny_checkpoint
 from tests.slide_files import tissue_image, write_slide
 
 SETTINGS = {"tiling": {"tile_size_um": 56},
@@ -27,14 +23,7 @@ SETTINGS = {"tiling": {"tile_size_um": 56},
 @pytest.fixture
 def oracle(monkeypatch: pytest.MonkeyPatch) -> None:
     """The model finds the dark blobs exactly (no weights, no GPU)."""
-    info = CheckpointInfo(classes=("cancer_cell", "lymphocyte", "eosinophil"),
-                          colours=("#ff0000",) * 3, mpp=0.25, tile_size=224, mean=(0, 0, 0),
-                          std=(1, 1, 1), encoder="oracle", config=CellViTConfig())  # fmt: skip
-
-    def load(path: Path, device: str = "auto") -> LoadedModel:
-        model: Any = OracleModel()
-        return LoadedModel(model, info, torch.device("cpu"), path, "oracle")
-
+    load = oracle_loader()
     monkeypatch.setattr(slide_module, "load_model", load)
     monkeypatch.setattr(stage_module, "load_model", load)
 

@@ -10,7 +10,7 @@ these and check that every true nucleus comes out once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -166,3 +166,26 @@ def tiny_checkpoint(
         head.bias.copy_(torch.tensor([0.0, foreground]))
     return save_checkpoint(path, model, classes=list(classes), mpp=mpp,
                            train_config=train_config)  # fmt: skip
+
+
+def oracle_loader(
+    *,
+    classes: Sequence[str] = ("cancer_cell", "lymphocyte", "eosinophil"),
+    tile_size: int = 224,
+    digest: str = "oracle",
+) -> Callable[..., Any]:
+    """A stand-in for `histocurate.predict.models.load_model` that gives the `OracleModel`
+    for any checkpoint path (tests patch it into the modules that load models)."""
+    from histocurate.cellvit.checkpoint import CheckpointInfo
+    from histocurate.cellvit.model import CellViTConfig
+    from histocurate.predict.models import LoadedModel
+
+    info = CheckpointInfo(classes=tuple(classes), colours=("#ff0000",) * len(classes),
+                          mpp=0.25, tile_size=tile_size, mean=(0, 0, 0), std=(1, 1, 1),
+                          encoder="oracle", config=CellViTConfig())  # fmt: skip
+
+    def load(path: Path, device: str = "auto") -> LoadedModel:
+        model: Any = OracleModel()
+        return LoadedModel(model, info, torch.device("cpu"), path, digest)
+
+    return load
