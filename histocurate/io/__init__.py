@@ -1,6 +1,6 @@
 """File I/O shared by every stage: atomic writes and schema-checked Parquet tables."""
 
-from histocurate.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from histocurate.io.atomic import atomic_folder, atomic_path, atomic_write_bytes, atomic_write_text
 from histocurate.io.tables import (
     Provenance,
     list_partitions,
@@ -15,6 +15,7 @@ from histocurate.io.tables import (
 
 __all__ = [
     "Provenance",
+    "atomic_folder",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",

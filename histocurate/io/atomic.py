@@ -54,6 +54,34 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target`` to fill; on success it becomes ``target``
+    (which must be absent or empty) in one rename. On an exception the temporary folder is
+    removed and ``target`` is left as it was.
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "export"
+    >>> with atomic_folder(out) as tmp:
+    ...     _ = (tmp / "a.txt").write_text("done")
+    >>> sorted(p.name for p in out.iterdir())
+    ['a.txt']
+    """
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            target.rmdir()  # only an empty folder can be replaced
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``target`` atomically."""
     with atomic_path(target) as tmp:

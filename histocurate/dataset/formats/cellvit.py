@@ -41,8 +41,6 @@ Tile size: set CellViT's ``data.input_shape`` to the tiles' size (its PanNuke co
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +52,7 @@ from PIL import Image
 from histocurate.dataset.classes import TO_PANNUKE
 from histocurate.dataset.store import DatasetVersion
 from histocurate.errors import UserInputError
+from histocurate.io import atomic_folder
 from histocurate.labels import UNKNOWN
 
 CLASS_CHOICES = ("dataset", "pannuke")
@@ -105,10 +104,8 @@ def export_cellvit(
     ]
     by_tile = {t: g for t, g in nuclei.groupby("tile_id", sort=False)}
     indications = sorted({str(v) for v in data.meta["indication"]})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     counts: dict[str, Any] = {"tiles": 0, "exported": 0, "left_out": 0, "untyped": 0}
-    try:
+    with atomic_folder(out) as tmp:
         for fold in sorted(int(f) for f in data.meta["fold"].unique()):
             rows = np.flatnonzero(data.meta["fold"].to_numpy() == fold)
             base = tmp / f"fold{fold}"
@@ -162,12 +159,6 @@ def export_cellvit(
             _yaml_mapping("tissue", {t: int(tissue_counts[t]) for t in indications}),
             encoding="utf-8",
         )
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     counts["classes"] = names
     return counts
 

@@ -9,8 +9,6 @@ annotator called unknown keeps "Cell with unknown type".
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import shapely
 from histocurate.dataset.classes import color_of, display_name
 from histocurate.dataset.store import DatasetVersion
 from histocurate.errors import UserInputError
+from histocurate.io import atomic_folder
 from histocurate.labels import UNKNOWN
 
 UNDETERMINED = ("Undetermined", "#d3d3d3")
@@ -70,18 +69,10 @@ def export_geojson(version: DatasetVersion, out: Path) -> dict[str, Any]:
     tiles = pq.read_table(version.tiles, columns=["tile_id"]).column("tile_id").to_pylist()
     nuclei = pq.read_table(version.nuclei).to_pandas()
     groups = {t: g for t, g in nuclei.groupby("tile_id", sort=False)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         for tile in tiles:
             group = groups.get(tile)
             rows = group.to_dict("records") if group is not None else []
             collection = {"type": "FeatureCollection", "features": [feature(r) for r in rows]}
             (tmp / f"{tile}.geojson").write_text(json.dumps(collection), encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return {"tiles": len(tiles), "exported": len(nuclei), "left_out": 0}

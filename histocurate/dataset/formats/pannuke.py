@@ -32,8 +32,6 @@ channel when all its proposed labels map to that channel; the others (red blood 
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from histocurate.dataset.formats.common import ImportPlan
 from histocurate.dataset.store import DatasetVersion
 from histocurate.dataset.tilework import ImportedMeta, TileResult, imported_tile
 from histocurate.errors import UserInputError
+from histocurate.io import atomic_folder
 
 CHUNK = 256
 _FOLD = re.compile(r"^fold[\s_-]*(\d+)$", re.IGNORECASE)
@@ -238,10 +237,8 @@ def export_pannuke(version: DatasetVersion, out: Path) -> dict[str, Any]:
         pannuke_channel(a, b) for a, b in zip(nuclei["label"], nuclei["labels"], strict=True)
     ]
     by_tile = {t: g for t, g in nuclei.groupby("tile_id", sort=False)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     counts = {"tiles": 0, "exported": 0, "left_out": 0}
-    try:
+    with atomic_folder(out) as tmp:
         for fold in sorted(data.meta["fold"].unique()):
             rows = np.flatnonzero(data.meta["fold"].to_numpy() == fold)
             number = int(fold) + 1
@@ -283,10 +280,4 @@ def export_pannuke(version: DatasetVersion, out: Path) -> dict[str, Any]:
             types = data.meta["indication"].to_numpy()[rows].astype(str)
             np.save(images_dir / "types.npy", types)
             counts["tiles"] += len(rows)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return counts
