@@ -89,12 +89,18 @@ def name_parameters(message: str, parameters: Iterable[str]) -> str:
     return "".join(part if part.startswith("`") else _FLAG.sub(rename, part) for part in parts)
 
 
+def _left_unset(text: str, variable: str) -> bool:
+    """Whether a deployment parameter is empty or still the placeholder of ``variable``
+    (``prefect deploy`` leaves ``{{ $VARIABLE }}`` as text, or empty, when it is unset)."""
+    return not text or "{{" in text or variable in text
+
+
 def checked_workspace(workspace: str | None) -> str:
     """The ``workspace`` parameter, refused with what to set when a deployment left it unset
     (``prefect deploy`` keeps ``{{ $HISTOCURATE_WORKSPACE }}`` as text when the variable
     is missing) or when it is no workspace."""
     text = (workspace or "").strip()
-    if not text or "{{" in text or "HISTOCURATE_WORKSPACE" in text:
+    if _left_unset(text, "HISTOCURATE_WORKSPACE"):
         raise WorkspaceError(
             f"parameter 'workspace' is not set ({workspace!r}): deploy with "
             "HISTOCURATE_WORKSPACE=/path/to/workspace (and HISTOCURATE_REPO=/path/to/the/"
@@ -119,7 +125,7 @@ def checked_checkpoint(checkpoint: str | None) -> str:
     'runs/lung-1'
     """
     text = (checkpoint or "").strip()
-    if not text or "{{" in text or "HISTOCURATE_CHECKPOINT" in text:
+    if _left_unset(text, "HISTOCURATE_CHECKPOINT"):
         raise UserInputError(
             f"parameter 'checkpoint' is not set ({checkpoint!r}): deploy again with "
             "HISTOCURATE_CHECKPOINT=<a checkpoint file, or a run name under the workspace's "
