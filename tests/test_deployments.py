@@ -42,8 +42,9 @@ def test_deployment_parameters_pass_the_flows_validation(deployment: dict) -> No
 def test_deploying_needs_both_variables_and_stage_runs_do_not_overlap() -> None:
     text = (ROOT / "prefect.yaml").read_text()
     config = yaml.safe_load(text)
-    check = config["build"][0]["prefect.deployments.steps.run_shell_script"]["script"]
-    assert "$HISTOCURATE_REPO" in check and "$HISTOCURATE_WORKSPACE" in check
+    check = config["build"][0]["flows._deploy.require_variables"]
+    assert set(check["names"]) == {"HISTOCURATE_REPO", "HISTOCURATE_WORKSPACE"}
+    assert "{{ $HISTOCURATE_WORKSPACE }}" in text and "{{ $HISTOCURATE_REPO }}" in text
     stages = {"tile", "embed", "select-luad", "export", "import", "segment", "consensus",
               "prepare-campaign-luad", "nightly-refresh"}  # fmt: skip
     limits = {d["name"]: d.get("concurrency_limit", {}).get("limit") for d in DEPLOYMENTS}
