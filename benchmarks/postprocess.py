@@ -106,7 +106,10 @@ def synthetic_tile(seed: int, size: int = 448) -> tuple[np.ndarray, ...]:
     logits += rng.normal(0, 1.0, logits.shape)
     tp = np.exp(logits - logits.max(0))
     tp /= tp.sum(0)
-    return inst, np_prob.astype(np.float32), hv.astype(np.float32), tp.astype(np.float32)
+    # (C, H, W) in memory as a model's softmax writes it (the transposes above would
+    # otherwise leave the classes innermost)
+    tp = np.ascontiguousarray(tp, dtype=np.float32)
+    return inst, np_prob.astype(np.float32), hv.astype(np.float32), tp
 
 
 def _throughput(tiles: list[tuple[np.ndarray, ...]], workers: int) -> tuple[float, float]:

@@ -10,7 +10,13 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from histocurate.cellvit import filters
-from histocurate.cellvit.postprocess import HoverOptions, PostprocessPool, instances_from_maps
+from histocurate.cellvit.postprocess import (
+    HoverOptions,
+    PostprocessPool,
+    cells_table,
+    first_argmax,
+    instances_from_maps,
+)
 from histocurate.cellvit.targets import hv_maps
 from histocurate.geometry import polygons_of
 from histocurate.geometry.instances import instance_polygons, instance_wkb
@@ -214,3 +220,34 @@ def test_bad_maps_and_settings_are_named() -> None:
         instances_from_maps(flat + 255.0, hv)
     with pytest.raises(ValueError, match="odd and >= 3"):
         HoverOptions(sobel_ksize=4)
+
+
+@pytest.mark.parametrize("n_cls", [2, 15, 16, 31, 40, 63, 70])
+def test_first_argmax_is_numpy_argmax_ties_included(n_cls: int) -> None:
+    rng = np.random.default_rng(n_cls)
+    probs = rng.integers(0, 3, (n_cls, 4000)).astype(np.float32)  # many exact ties
+    assert np.array_equal(first_argmax(probs), probs.argmax(0))
+
+
+def test_fill_holes_without_opencv_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    masks = [rng.random((40, 50)) > p for p in (0.2, 0.35, 0.6)]
+    fast = [filters.fill_holes(m) for m in masks]
+    monkeypatch.setattr(filters, "opencv", lambda: None)
+    for m, want in zip(masks, fast, strict=True):
+        assert np.array_equal(filters.fill_holes(m), want)
+        assert np.array_equal(want, ndi.binary_fill_holes(m))
+
+
+def test_mean_probabilities_are_the_plain_per_nucleus_means() -> None:
+    rng = np.random.default_rng(4)
+    inst = touching_nuclei(4)
+    tp = rng.dirichlet(np.ones(5), inst.shape).transpose(2, 0, 1).astype(np.float32)
+    cells = cells_table(inst, tp, HoverOptions(polygons=False))
+    for row in cells.itertuples():
+        pixels = tp[:, inst == row.cell_id]
+        want = pixels.mean(1)
+        got = [getattr(row, f"prob_{c}") for c in range(5)]
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        votes = np.bincount(pixels.argmax(0), minlength=5)
+        assert row.type == (votes[1:].argmax() + 1 if votes[1:].any() else 0)

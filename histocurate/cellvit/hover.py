@@ -74,21 +74,18 @@ def instance_map(np_prob: np.ndarray, hv: np.ndarray, options: HoverOptions) -> 
     markers = nuclei & (energy < options.marker_threshold)
     markers = open_ellipse5(fill_holes(markers))
     seeds, seed_sizes, _ = label4(markers, boxes=False)
-    seeds = drop_small(seeds, seed_sizes, options.marker_min_size)
-    n_seeds = int(seeds.max())
-    if n_seeds == 0:
+    present = seed_sizes >= options.marker_min_size  # the seeds kept (HoVer-Net: size < min)
+    present[0] = False
+    if not present.any():
         return np.zeros(np_prob.shape, dtype=np.int32)
+    compact = np.cumsum(present) * present  # seed id -> 1..n (0: too small, dropped)
+    ids = np.flatnonzero(present)
     # each seed lies inside one blob; blobs with one seed are that seed's nucleus (the
     # watershed would flood it whole); ids are made contiguous on the small tables
     where = np.flatnonzero(seeds)
-    seed_px = seeds.ravel()[where]
-    present = np.bincount(seed_px, minlength=n_seeds + 1) > 0
-    present[0] = False
-    compact = np.cumsum(present) * present  # old seed id -> 1..n (0: removed)
-    blob_of_seed = np.zeros(n_seeds + 1, dtype=np.int64)
-    blob_of_seed[seed_px] = blobs.ravel()[where]
-    ids = np.flatnonzero(present)
-    per_blob = np.bincount(blob_of_seed[ids], minlength=int(blobs.max()) + 1)
+    blob_of_seed = np.zeros(len(present), dtype=np.int64)
+    blob_of_seed[seeds.ravel()[where]] = blobs.ravel()[where]  # one blob per seed
+    per_blob = np.bincount(blob_of_seed[ids], minlength=len(blob_sizes))
     lone = per_blob[blob_of_seed[ids]] == 1
     single = np.zeros(len(per_blob), dtype=np.int32)
     single[blob_of_seed[ids[lone]]] = compact[ids[lone]]
@@ -96,7 +93,7 @@ def instance_map(np_prob: np.ndarray, hv: np.ndarray, options: HoverOptions) -> 
     crowded = np.flatnonzero(per_blob > 1)
     if len(crowded):
         dist = -blur3((1.0 - energy) * nuclei)
-        _flood_crowded(out, blobs, compact[seeds], dist, crowded)
+        _flood_crowded(out, blobs, seeds, compact, dist, crowded)
     return out.astype(np.int32, copy=False)
 
 
@@ -104,19 +101,23 @@ def _flood_crowded(
     out: np.ndarray,
     blobs: np.ndarray,
     seeds: np.ndarray,
+    seed_ids: np.ndarray,
     dist: np.ndarray,
     ids: np.ndarray,
 ) -> None:
-    """Watershed of the blobs ``ids`` (several seeds each), written into ``out``.
+    """Watershed of the blobs ``ids`` (several seeds each, renumbered by ``seed_ids``),
+    written into ``out``.
 
     Their bounding boxes are packed into one small mosaic (rows of boxes, one empty pixel
     between them) and flooded in one call: each blob floods alone either way, so the
-    result is the whole-tile watershed's, at the cost of the blobs' area only.
+    result is the whole-tile watershed's, at the cost of the blobs' area only. Seed pixels
+    with no unlabelled neighbour are left out of the flood (and copied back after): the
+    watershed would queue each of them once and find nothing to label from it.
     """
     boxes = ndi.find_objects(blobs)
     items = sorted(
         ((boxes[i - 1], int(i)) for i in ids), key=lambda t: t[0][0].start - t[0][0].stop
-    )
+    )  # tallest first
     width = max(out.shape[1], max(s[1].stop - s[1].start for s, _ in items)) + 1
     places, x, y, shelf = [], 0, 0, 0
     for box, _ in items:
@@ -127,7 +128,7 @@ def _flood_crowded(
         x, shelf = x + w + 1, max(shelf, h)
     height = y + shelf
     m_dist = np.zeros((height, width), dtype=dist.dtype)
-    m_seed = np.zeros((height, width), dtype=seeds.dtype)
+    m_seed = np.zeros((height, width), dtype=seed_ids.dtype)
     m_mask = np.zeros((height, width), dtype=bool)
     for (box, blob), (py, px) in zip(items, places, strict=True):
         h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
@@ -135,8 +136,15 @@ def _flood_crowded(
         mine = blobs[box] == blob
         m_mask[spot] = mine
         m_dist[spot] = dist[box]
-        m_seed[spot] = np.where(mine, seeds[box], 0)
-    flood = watershed(m_dist, m_seed, mask=m_mask)
+        m_seed[spot] = np.where(mine, seed_ids[seeds[box]], 0)
+    open_ = m_mask & (m_seed == 0)  # what the flood labels
+    inert = m_seed > 0
+    inert[1:] &= ~open_[:-1]
+    inert[:-1] &= ~open_[1:]
+    inert[:, 1:] &= ~open_[:, :-1]
+    inert[:, :-1] &= ~open_[:, 1:]
+    flood = watershed(m_dist, np.where(inert, 0, m_seed), mask=m_mask & ~inert)
+    flood = np.where(inert, m_seed, flood)
     for (box, _), (py, px) in zip(items, places, strict=True):
         h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
         spot = slice(py, py + h), slice(px, px + w)

@@ -148,7 +148,8 @@ def outer_rings(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.nda
     n_ids = int(lab.max()) + 1 if lab.size else 1
     if n_ids == 1:
         return n_ids, np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0, np.int64)
-    dtype = np.int32 if n_ids < 2**31 else np.int64
+    # the narrowest type: the comparisons below run over every pixel
+    dtype = np.int16 if n_ids < 2**15 else np.int32 if n_ids < 2**31 else np.int64
     pad = np.zeros((lab.shape[0] + 2, lab.shape[1] + 2), dtype=dtype)
     pad[1:-1, 1:-1] = lab
     hp, wp = pad.shape
@@ -202,6 +203,6 @@ def outer_rings(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.nda
     length = np.bincount(ring_ids)
     offset = np.concatenate([[0], np.cumsum(length)[:-1]])
     position = offset[ring_ids] + (length[ring_ids] - 1 - dist)
-    coords = np.empty((len(keep), 2))
-    coords[position] = xy0[keep]
-    return n_ids, ring_label[chosen], coords, length
+    order = np.empty(len(keep), dtype=np.int64)
+    order[position] = keep
+    return n_ids, ring_label[chosen], xy0[order], length
