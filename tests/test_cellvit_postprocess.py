@@ -251,3 +251,17 @@ def test_mean_probabilities_are_the_plain_per_nucleus_means() -> None:
         np.testing.assert_allclose(got, want, rtol=1e-5)
         votes = np.bincount(pixels.argmax(0), minlength=5)
         assert row.type == (votes[1:].argmax() + 1 if votes[1:].any() else 0)
+
+
+def test_boxes_and_centroids_of_any_instance_map() -> None:
+    """Pieces, holes and runs that wrap from one row's end to the next row's start."""
+    rng = np.random.default_rng(5)
+    inst = rng.integers(0, 6, (30, 40)).astype(np.int32)  # every id in many pieces
+    inst[:, -1] = 3
+    inst[1:, 0] = 3  # the last pixel of a row and the first of the next: one id
+    cells = cells_table(inst, None, HoverOptions(polygons=False))
+    for row, box in zip(cells.itertuples(), ndi.find_objects(inst), strict=True):
+        assert (row.bbox_x0, row.bbox_y0, row.bbox_x1, row.bbox_y1) == (
+            box[1].start, box[0].start, box[1].stop, box[0].stop)  # fmt: skip
+        r, c = np.nonzero(inst == row.cell_id)
+        assert (row.x, row.y, row.area) == pytest.approx((c.mean() + 0.5, r.mean() + 0.5, len(r)))
