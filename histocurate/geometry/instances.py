@@ -182,7 +182,8 @@ def outer_rings(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.nda
     if not np.array_equal(key_start[succ], key_end):
         raise AssertionError("outline segments do not close into rings")
     rep = _jump_min(succ, int(np.bincount(seg_label).max()))
-    xy0, xy1 = _coords(start, wp, nh), _coords(end, wp, nh)
+    xy0 = _coords(start, wp, nh)
+    xy1 = xy0[succ]  # a segment ends where its successor starts
     cross = xy0[:, 0] * xy1[:, 1] - xy1[:, 0] * xy0[:, 1]
     is_rep = rep == np.arange(n)
     rings = np.nonzero(is_rep)[0]
