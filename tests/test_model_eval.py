@@ -193,3 +193,66 @@ def test_cli_two_models_and_bad_use(ws: Path, monkeypatch: pytest.MonkeyPatch) -
     assert main(["evaluate", "--model", "nope", "--dataset", "ds", "-w", str(ws)]) == 2
     nuclei = read_table(resolve_dataset(datasets_root(ws), "ds").nuclei, DATASET_NUCLEI)
     assert len(nuclei) == 12 * 4
+
+
+def test_cli_evaluation_options_take_effect(
+    ws: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--iou-threshold, --aggregate and --multilabel reach the model evaluation (they were
+    dropped), and the report says the threshold used (it said 0.5 whatever was used)."""
+    with_oracle(monkeypatch)
+    monkeypatch.setenv("HISTOCURATE_PREDICT__WORKERS", "0")
+    out = ws / "reports" / "evaluate" / "models" / "ds-oracle"
+    base = ["evaluate", "--model", str(ws / "oracle.pt"), "--dataset", "ds", "--bootstrap", "0",
+            "-w", str(ws), "--no-prefect"]  # fmt: skip
+
+    def scores(*flags: str) -> tuple[pd.DataFrame, str]:
+        assert main([*base, *flags]) == 0, capsys.readouterr().err
+        printed = capsys.readouterr().out
+        table = pd.read_csv(out / "evaluation.csv")
+        whole = table[(table.group == "All") & table.cell_type.isna()]
+        return whole.set_index("metric"), printed + (out / "report.md").read_text()
+
+    loose, text = scores()
+    assert "IoU > 0.5;" in text and "pooled over tiles" in text
+    strict, text = scores("--iou-threshold", "0.999", "--aggregate", "tile_mean",
+                          "--multilabel", "split")  # fmt: skip
+    assert "IoU > 0.999;" in text and "IoU > 0.5" not in text
+    assert "mean over tiles" in text and "splits its FN" in text
+    assert set(strict["aggregate"]) == {"tile_mean"} and set(loose["aggregate"]) == {"pooled"}
+    # the oracle's masks are near-exact (DQ 1, SQ 0.9994 at 0.5): at 0.999 some pairs are
+    # lost (DQ 0.81 here), and those kept overlap by more than 0.999
+    assert loose.loc["dq", "value"] == 1.0 and strict.loc["dq", "value"] < 0.95
+    assert strict.loc["sq", "value"] > 0.999
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--radius", "6"],
+        ["--match", "points"],
+        ["--tile-size", "64"],
+        ["--extra-tiles", "drop"],
+        ["--out", "m.csv"],
+        ["--truth", "t.parquet"],
+        ["--pred", "p.parquet"],
+        ["--pred2", "p.parquet"],
+    ],
+)
+def test_cli_options_that_cannot_apply_to_models_are_refused(
+    tmp_path: Path, flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["evaluate", "--model", "m", "--dataset", "ds", *flags, "-w", str(tmp_path),
+            "--no-prefect"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{flags[0]} " in err and "does not apply to --model/--dataset" in err, err
+
+
+def test_cli_fold_without_a_model_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["evaluate", "--truth", "t.parquet", "--pred", "p.parquet", "--fold", "1", "-w",
+            str(tmp_path), "--no-prefect"]  # fmt: skip
+    assert main(args) == 2
+    assert "--fold goes with --model" in capsys.readouterr().err

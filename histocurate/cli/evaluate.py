@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -46,12 +46,12 @@ def evaluate(
         float | None, typer.Option(min=0.0, help="Point matching: max distance, px (12; 6 at 20x).")
     ] = None,
     match: Annotated[
-        Literal["auto", "masks", "points"],
+        Literal["auto", "masks", "points"] | None,
         typer.Option(
-            help="Pair by masks (IoU) or points (distance); auto: masks when all "
+            help="Pair by masks (IoU) or points (distance); auto (default): masks when all "
             "rows have polygons."
         ),
-    ] = "auto",
+    ] = None,
     multilabel: Annotated[
         Literal["each", "split"] | None,
         typer.Option(help="Nucleus with several labels, missed: FN for each label, or split."),
@@ -61,12 +61,12 @@ def evaluate(
         typer.Option(help="DQ/SQ/PQ from counts pooled over tiles (default) or tile mean."),
     ] = None,
     extra_tiles: Annotated[
-        Literal["error", "drop", "empty"],
+        Literal["error", "drop", "empty"] | None,
         typer.Option(
-            help="Prediction tiles absent from the truth: error, drop them, or count "
-            "them as tiles without true nuclei."
+            help="Prediction tiles absent from the truth: error (default), drop them, or "
+            "count them as tiles without true nuclei."
         ),
-    ] = "error",
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write the metrics table here (.parquet or .csv).")
     ] = None,
@@ -94,11 +94,33 @@ def evaluate(
     With --pred2: the paired difference (pred2 - pred) and its two-sided p-value.
 
     With --model and --dataset: models on a dataset, over all tiles and per indication
-    (the paper's Table 2 and Figure 3a).
+    (the paper's Table 2 and Figure 3a). --iou-threshold, --multilabel, --aggregate,
+    --bootstrap and --seed apply there too; nuclei are paired by masks, and the options
+    of instance tables (--truth, --pred, --pred2, --tile-size, --extra-tiles, --out,
+    --radius, --match points) are refused.
     """
     if model or dataset:
-        _evaluate_models(model or [], dataset, fold, bootstrap, seed, workspace, prefect)
+        given = {
+            "--truth": truth,
+            "--pred": pred,
+            "--pred2": pred2,
+            "--tile-size": tile_size,
+            "--extra-tiles": extra_tiles,
+            "--out": out,
+            "--radius": radius,
+        }
+        _refuse_for_models(given, match)
+        section = {
+            "iou_threshold": iou_threshold,
+            "bootstrap": bootstrap,
+            "seed": seed,
+            "multilabel": multilabel,
+            "aggregate": aggregate,
+        }
+        _evaluate_models(model or [], dataset, fold, section, workspace, prefect)
         return
+    if fold is not None:
+        raise UserInputError("--fold goes with --model and --dataset (a dataset's fold)")
     if truth is None or pred is None:
         raise UserInputError("give --truth and --pred (instance tables), or --model and --dataset")
     from histocurate.metrics.evaluate import EvaluationOptions
@@ -121,9 +143,9 @@ def evaluate(
         seed=ev.seed,
         confidence=ev.confidence,
         multilabel=ev.multilabel,
-        extra_tiles=extra_tiles,
+        extra_tiles=extra_tiles or "error",
         aggregate=ev.aggregate,
-        match=match,
+        match=match or "auto",
     )
     preds = [pred] if pred2 is None else [pred, pred2]
     from histocurate.metrics.stage import run_evaluate
@@ -140,22 +162,51 @@ def evaluate(
     finish_run(run)
 
 
+# Why each option of instance tables cannot apply to `evaluate --model ... --dataset ...`.
+_NOT_FOR_MODELS = {
+    "--truth": "the dataset's nuclei are the truth",
+    "--pred": "the models' predictions on the dataset are the predictions",
+    "--pred2": "give a second --model instead",
+    "--tile-size": "the tile size comes from the dataset's tiles",
+    "--extra-tiles": "every tile of the dataset is evaluated (a tile without nuclei counts "
+    "as one without true nuclei)",
+    "--out": "the tables are written under reports/evaluate/models/",
+    "--radius": "model predictions are paired with the dataset's nuclei by masks (IoU), "
+    "not by centroid distance; use --iou-threshold",
+}
+
+
+def _refuse_for_models(given: dict[str, Any], match: str | None) -> None:
+    """A clear error naming the first option of instance tables given with --model."""
+    for option, value in given.items():
+        if value is not None:
+            raise UserInputError(
+                f"{option} does not apply to --model/--dataset evaluation: "
+                f"{_NOT_FOR_MODELS[option]}"
+            )
+    if match == "points":
+        raise UserInputError(
+            "--match points does not apply to --model/--dataset evaluation: model predictions "
+            "are paired with the dataset's nuclei by masks (IoU); use --iou-threshold"
+        )
+
+
 def _evaluate_models(
     models: list[str],
     dataset: str | None,
     fold: int | None,
-    bootstrap: int | None,
-    seed: int | None,
+    section: dict[str, Any],
     workspace: Path,
     prefect: bool | None,
 ) -> None:
-    """The --model branch: `histocurate.predict.evaluate.run_model_evaluation`."""
+    """The --model branch: `histocurate.predict.evaluate.run_model_evaluation`, with the
+    [evaluate] settings ``section`` (flags; None: not given) as overrides."""
     if not models or dataset is None:
         raise UserInputError("--model and --dataset go together (a model, and its truth)")
     from histocurate.cli.base import config_for
     from histocurate.predict.evaluate import run_model_evaluation
 
-    overrides = flag_overrides({"evaluate": {"bootstrap": bootstrap, "seed": seed}})
+    overrides = flag_overrides({"evaluate": section})
     config = config_for(workspace, overrides)
     run = run_stage(
         "predict:evaluate_models_flow",

@@ -2,8 +2,9 @@
 
 Each model's prediction on the dataset's tiles is made when missing or stale (the predict
 stage's dataset item, one task per model), then evaluated against the dataset's nuclei with
-`histocurate.metrics.evaluate` (masks paired at IoU > 0.5, per-class F1 with the
-multi-label rules on the consensus label sets, 1,000 bootstrap resamples of tiles, paired
+`histocurate.metrics.evaluate` with the ``[evaluate]`` settings (masks paired at IoU >
+``iou_threshold``, 0.5; per-class F1 with the ``multilabel`` rule on the consensus label
+sets; DQ/SQ/PQ ``aggregate``d over tiles; ``bootstrap`` resamples of tiles, 1,000; paired
 two-sided p-values between two models): over all tiles and per indication. Tables
 (`histocurate.predict.evaluate_report`): the paper's Table 2 layout (indication x metric,
 one column per model, the difference and its p-value) and per-class F1, markdown, and a
@@ -55,6 +56,7 @@ class ModelEvaluationRun(StageRun):
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     out: Path | None = None
+    options: EvaluationOptions | None = None  # how the nuclei were paired and counted
 
     def report(self) -> Report:
         from histocurate.predict.evaluate_report import model_report
@@ -94,6 +96,8 @@ def _predict(job: SlideJob, *, version: DatasetVersion, progress: Progress | Non
 
 
 def evaluation_options(config: HistocurateConfig, tile_size: int) -> EvaluationOptions:
+    """The ``[evaluate]`` settings for model predictions: masks (both sides have
+    polygons), every dataset tile evaluated (one without true nuclei counts as empty)."""
     ev = config.evaluate
     return EvaluationOptions(
         iou_threshold=ev.iou_threshold, radius=ev.match_radius_px, tile_size=tile_size,
@@ -155,6 +159,8 @@ def run_model_evaluation(
 
     held_out = {"train_config": load_model(paths[0], config.predict.device).info.train_config}
 
+    used: list[EvaluationOptions] = []
+
     def run() -> tuple[list[ItemOutcome], dict[str, Evaluation]]:
         work = ItemWork(partial(_predict, version=version, progress=progress),
                         lambda j: j.model, "evaluate")  # fmt: skip
@@ -195,6 +201,7 @@ def run_model_evaluation(
             preds.append((job.model, _clean_labels(frame, f"{job.model} predictions", notes)))
         size = int(max(tiles["width"].max(), tiles["height"].max())) if len(tiles) else 1
         options = evaluation_options(config, size)
+        used.append(options)
         return outcomes, evaluate_groups(truth, preds, tiles, options, notes)
 
     (outcomes, evaluations), seconds = timed(run)
@@ -211,7 +218,8 @@ def run_model_evaluation(
         / f"{version.name}-{'-vs-'.join(names)}"
     )
     result = ModelEvaluationRun(plain, seconds, dataset=version.spec, models=names,
-                                evaluations=evaluations, notes=notes, out=out)  # fmt: skip
+                                evaluations=evaluations, notes=notes, out=out,
+                                options=used[0] if used else None)  # fmt: skip
     if evaluations:
         from histocurate.predict.evaluate_report import write_outputs
 

@@ -126,6 +126,23 @@ def figure(run: ModelEvaluationRun, path: object) -> None:
     plt.close(fig)
 
 
+def _pairing(run: ModelEvaluationRun) -> str:
+    """How the nuclei were paired and counted, from the options the run used."""
+    from histocurate.metrics.evaluate import EvaluationOptions
+
+    opts = run.options or EvaluationOptions()
+    multilabel = {
+        "each": "a missed one counts as a FN of each of its labels",
+        "split": "a missed one splits its FN among its labels",
+    }[opts.multilabel]
+    aggregate = {"pooled": "DQ/SQ/PQ from counts pooled over tiles",
+                 "tile_mean": "DQ/SQ/PQ as the mean over tiles"}[opts.aggregate]  # fmt: skip
+    return (
+        f"nuclei paired at IoU > {opts.iou_threshold:g}; {aggregate}; per-class F1 with the "
+        f"multi-label rules on the consensus label sets ({multilabel})"
+    )
+
+
 def model_report(run: ModelEvaluationRun) -> Report:
     title = f"Model evaluation on {run.dataset}: {' vs '.join(run.models)}"
     if not run.evaluations:
@@ -134,8 +151,7 @@ def model_report(run: ModelEvaluationRun) -> Report:
     first = next(iter(run.evaluations.values())).table.iloc[0]
     summary = [
         f"Intervals: {first['confidence']:.0%} bootstrap percentile ({int(first['n_boot'])} "
-        "resamples of tiles); nuclei paired at IoU > 0.5; per-class F1 with the multi-label "
-        "rules on the consensus label sets"
+        f"resamples of tiles); {_pairing(run)}"
         + ("; p-values: two-sided paired bootstrap" if len(run.models) == 2 else "")
     ]
     images = [run.out / "figure3a.png"] if run.out is not None else []
