@@ -156,9 +156,32 @@ def test_corrupted_state_dict_names_the_keys(tmp_path: Path) -> None:
 
 def test_not_a_checkpoint_is_a_user_error(tmp_path: Path) -> None:
     path = tmp_path / "junk.pt"
-    path.write_text("hello")
-    with pytest.raises(ckpt.CheckpointError, match="not a readable checkpoint"):
+    path.write_text("hello\nworld\n")
+    with pytest.raises(ckpt.CheckpointError) as err:
         ckpt.load_checkpoint(path)
+    text = str(err.value)  # one short line, not torch's advice about weights_only
+    assert text.startswith(f"{path}: not a PyTorch checkpoint file (it is text, starting 'hello')")
+    assert "runs/<name>/best.pt" in text and "weights_only" not in text and "\n" not in text
+    assert isinstance(err.value, UserInputError)
+    path.write_bytes(b"")
+    with pytest.raises(ckpt.CheckpointError, match=r"not a PyTorch checkpoint file \(it is empty"):
+        ckpt.load_checkpoint(path)
+    path.write_bytes(bytes(range(1, 40)))
+    with pytest.raises(ckpt.CheckpointError, match=r"file \(it starts with the bytes b'\\x01"):
+        ckpt.load_checkpoint(path)
+    # torch.save's formats, but truncated or holding more than tensors: torch's reason, short
+    torch.save({"a": torch.zeros(4)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ckpt.CheckpointError) as err:
+        ckpt.load_checkpoint(path)
+    text = str(err.value)
+    assert "not a readable PyTorch checkpoint (RuntimeError: PytorchStreamReader" in text
+    assert "truncated or corrupt" in text and "\n" not in text
+    torch.save({"when": Path("x")}, path)
+    with pytest.raises(ckpt.CheckpointError) as err:
+        ckpt.load_checkpoint(path)
+    text = str(err.value)
+    assert "(UnpicklingError: Unsupported global: GLOBAL pathlib" in text and "\n" not in text
     torch.save({"a": torch.zeros(1)}, path)
     with pytest.raises(ckpt.CheckpointError, match=r"no backbone\.feature_extractor\.model\.cls"):
         ckpt.load_checkpoint(path)
