@@ -178,7 +178,7 @@ def test_bad_checkpoints_are_named(ws: Path, tmp_path: Path) -> None:
     cfg = config(ws)
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint")
-    with pytest.raises(UserInputError, match=r"notes\.pt: not a readable checkpoint"):
+    with pytest.raises(UserInputError, match=r"notes\.pt: not a PyTorch checkpoint file \(it is"):
         run_predict(cfg, checkpoint=str(text))
     partial = tmp_path / "partial.pt"
     torch.save({"format": "histocurate.cellvit", "state_dict": {}}, partial)
@@ -217,7 +217,7 @@ def test_a_model_at_another_mpp_reads_resampled_windows(ws: Path, tmp_path: Path
     assert cells["x"].between(448, 1600).all()  # in level-0 pixels of the 0.25 um/px slide
 
 
-def test_cli_exit_codes(ws: Path) -> None:
+def test_cli_exit_codes(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
     env = {"window_um": "112", "margin_um": "8", "workers": "0"}
     for key, value in env.items():
         os.environ[f"HISTOCURATE_PREDICT__{key.upper()}"] = value
@@ -225,8 +225,19 @@ def test_cli_exit_codes(ws: Path) -> None:
         assert main(["predict", "--checkpoint", "tiny", "-w", str(ws), "--slides", "b",
                      "--no-prefect"]) == 0  # fmt: skip
         assert main(["predict", "--checkpoint", "missing", "-w", str(ws), "--no-prefect"]) == 2
-        assert main(["predict", "--checkpoint", "tiny", "-w", str(ws), "--slides", "zz",
+        capsys.readouterr()
+        # every slide failed: said so (nothing written), with the input-error code
+        assert main(["predict", "--checkpoint", "tiny", "-w", str(ws), "--slides", "zz,yy",
                      "--no-prefect"]) == 2  # fmt: skip
+        err = capsys.readouterr().err
+        assert "failed zz: slide zz has no tiles" in err and "failed yy:" in err
+        assert "every slide (2) failed; no prediction was written" in err
+        assert "the others were written" not in err
+        # one failed beside one up to date: what became of the other is said as it is
+        assert main(["predict", "--checkpoint", "tiny", "-w", str(ws), "--slides", "zz,b",
+                     "--no-prefect"]) == 2  # fmt: skip
+        err = capsys.readouterr().err
+        assert "1 slide(s) failed; of the others 1 up to date (not redone)" in err
     finally:
         for key in env:
             del os.environ[f"HISTOCURATE_PREDICT__{key.upper()}"]

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from histocurate.dataset.maps import encode_rgb
+from histocurate.dataset.store import DatasetVersion
 from histocurate.errors import UserInputError
+from histocurate.predict.dataset import dataset_items
+from histocurate.predict.engine import Engine
 from histocurate.predict.windows import (
     is_blank,
     plan_resolution,
@@ -14,7 +22,8 @@ from histocurate.predict.windows import (
     read_level,
     window_geometry,
 )
-from histocurate.testing.predict_data import full_tiles
+from histocurate.predict.worker import InlineExecutor
+from histocurate.testing.predict_data import full_tiles, oracle_loader
 
 
 def test_resolution_same_close_finer_and_coarser() -> None:
@@ -85,3 +94,29 @@ def test_a_slide_without_tiles_gives_no_window() -> None:
     res = plan_resolution(0.25, 0.25, slide="s", checkpoint="m")
     empty = pd.DataFrame({"tile_id": [], "x": [], "y": [], "size_level0": []})
     assert plan_windows(empty, geometry, res, slide_id="s").windows == ()
+
+
+def test_a_non_square_dataset_tile_resampled_maps_back_on_each_axis(tmp_path: Path) -> None:
+    # 200 x 298 px at 0.0625 um/px for a 0.25 um/px model: read at 50 x 74 (74.5 rounded),
+    # so x scales by 4 and y by 298 / 74; one scale for both put the bottom edge at 296
+    rgb = np.full((298, 200, 3), 220, np.uint8)
+    rr, cc = np.mgrid[0:298, 0:200]
+    rgb[(cc + 0.5 - 100) ** 2 + (rr + 0.5 - 298) ** 2 <= 40**2] = (60, 30, 90)  # cut: bottom
+    rgb[(cc + 0.5 - 60) ** 2 + (rr + 0.5 - 100) ** 2 <= 20**2] = (60, 30, 90)
+    version = DatasetVersion("ds", "v1", tmp_path)
+    image = encode_rgb(rgb, mpp=0.0625)
+    pq.write_table(pa.table({"tile_id": ["t"], "mpp": [0.0625], "image": [image]}),
+                   version.tiles)  # fmt: skip
+    loaded = oracle_loader()(tmp_path / "oracle.pt")
+    notes: list[str] = []
+    ((key, padded, placement),) = list(dataset_items(version, loaded, notes))
+    assert key == "t" and placement.crop == (74, 50) and padded.shape[:2] == (84, 56)
+    assert placement.scale == (4.0, 298 / 74) and "resampled" in notes[0]
+    engine = Engine(loaded, executor=InlineExecutor(), batch_size=1, mpp=0.25)
+    (cells,) = engine.run(dataset_items(version, loaded, []))
+    assert len(cells) == 2, cells.error
+    cut = int(np.argmax(cells.y))
+    assert cells.touch[cut].tolist() == [False, False, False, True]
+    assert cells.bbox[cut].tolist() == pytest.approx([60.0, 257.73, 140.0, 298.0], abs=0.01)
+    inner = 1 - cut
+    assert abs(cells.x[inner] - 60) < 1.0 and abs(cells.y[inner] - 100) < 1.0

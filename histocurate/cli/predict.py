@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+from rich.text import Text
 
 from histocurate.cli.base import (
     PrefectOption,
     WorkspaceOption,
     app,
     config_for,
-    finish_run,
+    err_console,
     flag_overrides,
+    print_report,
     run_stage,
 )
+
+if TYPE_CHECKING:
+    from histocurate.predict.stage import PredictRun
 
 
 @app.command()
@@ -83,4 +88,30 @@ def predict(
         overrides=overrides,
         force=force,
     )
-    finish_run(run)
+    finish_predict(run)
+
+
+def failure_summary(run: PredictRun) -> str:
+    """The last line of a run where some slides failed: how many, and what was written of
+    the others (none at all when every one failed)."""
+    what = "dataset" if run.dataset else "slide(s)"
+    failed = len(run.failed)
+    if failed == len(run.outcomes):
+        every = f"the {what}" if run.dataset else f"every slide ({failed})"
+        return f"{every} failed; no prediction was written"
+    kept = [f"{len(run.done)} written"] if run.done else []
+    if run.skipped:
+        kept.append(f"{len(run.skipped)} up to date (not redone)")
+    return f"{failed} {what} failed; of the others {' and '.join(kept)}"
+
+
+def finish_predict(run: PredictRun) -> None:
+    """Print the run's report; with failures, name them, say what was written and exit
+    with the run's code (2: every failure is the input's, 1: some are not; `StageRun`)."""
+    print_report(run.report())
+    code = run.exit_code
+    if code:
+        for item in run.failed:
+            err_console.print(Text("failed ", style="red") + Text(str(item)), soft_wrap=True)
+        err_console.print(Text(failure_summary(run), style="bold red"), soft_wrap=True)
+        raise typer.Exit(code=code)

@@ -64,8 +64,9 @@ def dataset_items(
             h, w = rgb.shape[:2]
             if res.scale != 1.0:
                 rgb = resize_rgb(rgb, (max(1, round(h / res.scale)), max(1, round(w / res.scale))))
-            crop = rgb.shape[:2]
-            yield tile_id, _pad(rgb, loaded.patch), Placement((0.0, 0.0), w / crop[1], crop)
+            crop = (rgb.shape[0], rgb.shape[1])
+            scale = (w / crop[1], h / crop[0])  # x, y: rounded apart on a non-square tile
+            yield tile_id, _pad(rgb, loaded.patch), Placement((0.0, 0.0), scale, crop)
 
 
 def tile_cells_table(parts: list[WindowCells], labels: list[str | None]) -> pa.Table:

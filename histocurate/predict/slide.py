@@ -9,6 +9,7 @@ so that a slide interrupted half-way is redone by the next run.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import threading
 import time
@@ -84,6 +85,8 @@ class SlideJob:
         return json_digest(keep)
 
 
+log = logging.getLogger(__name__)
+
 _EXECUTORS: dict[tuple[int | None, str | None], Executor] = {}
 _EXEC_LOCK = threading.Lock()
 
@@ -98,18 +101,27 @@ def shared_executor(settings: PredictConfig) -> Executor:
         return _EXECUTORS[key]
 
 
-def close_executors() -> None:
+def close_executors(*, cancel: bool = False) -> None:
+    """Shut down this process's executors (a Dask one closes its client), after their jobs
+    or, with ``cancel`` (a run stopped by an error), dropping those not started. Each is
+    closed even when another fails to (a scheduler gone away: logged, not raised, so that
+    the end of a run never hides the run's own error)."""
     with _EXEC_LOCK:
-        for executor in _EXECUTORS.values():
-            executor.shutdown()
+        executors = list(_EXECUTORS.values())
         _EXECUTORS.clear()
+    for executor in executors:
+        try:
+            executor.shutdown(wait=True, cancel_futures=cancel)
+        except Exception as exc:  # closing is best effort: said in the log
+            log.warning("closing the post-processing executor %r failed: %s", executor, exc)
 
 
 def _read(window: Window, *, path: str, level: int, downsample: float, px: int) -> Any:
     size = max(1, round(window.side0 / downsample))
     region = TileRegion(path, window.x0, window.y0, level, size, px)
     rgb = read_tile(region)
-    return window, rgb, Placement((float(window.x0), float(window.y0)), size * downsample / px)
+    scale = size * downsample / px  # windows are square: one scale on both axes
+    return window, rgb, Placement((float(window.x0), float(window.y0)), (scale, scale))
 
 
 def _slide_provenance(job: SlideJob, tiles_path: Path, loaded_digest: str) -> dict[str, str]:

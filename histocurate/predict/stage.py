@@ -21,7 +21,13 @@ from histocurate.config import HistocurateConfig
 from histocurate.errors import UserInputError
 from histocurate.io import list_partitions
 from histocurate.predict.models import clear_models, load_model
-from histocurate.predict.slide import SlideJob, close_executors, predict_slide, stored_counts
+from histocurate.predict.slide import (
+    SlideJob,
+    close_executors,
+    predict_slide,
+    shared_executor,
+    stored_counts,
+)
 from histocurate.predict.store import SlidePredictions, model_name, resolve_checkpoint
 from histocurate.runs import (
     ItemOutcome,
@@ -169,7 +175,10 @@ def run_predict(
     notes: list[str] = []
 
     def run() -> list[ItemOutcome]:
+        cancel = True  # the executors' pending jobs are dropped unless the run ends well
         try:
+            if settings.dask_address:  # a scheduler that does not answer stops the run here
+                shared_executor(settings)
             if dataset:
                 from histocurate.dataset.store import datasets_root, resolve_dataset
 
@@ -177,14 +186,16 @@ def run_predict(
                 work = ItemWork(
                     partial(_dataset_item, job=job, progress=progress), lambda v: v.spec, "predict"
                 )
-                return list(mapper(work, [version]))
-            ids = target_slides(config, slides)
-            work = ItemWork(partial(predict_slide, job=job), str, "predict")
-            return run_items(
-                work, ids, mapper=mapper, progress=progress, description=f"predicting ({job.model})"
-            )
-        finally:
-            close_executors()
+                outcomes = list(mapper(work, [version]))
+            else:
+                ids = target_slides(config, slides)
+                work = ItemWork(partial(predict_slide, job=job), str, "predict")
+                outcomes = run_items(work, ids, mapper=mapper, progress=progress,
+                                     description=f"predicting ({job.model})")  # fmt: skip
+            cancel = False
+            return outcomes
+        finally:  # also on error: the pool's processes end, a Dask client is closed
+            close_executors(cancel=cancel)
             clear_models()
 
     outcomes, seconds = timed(run)

@@ -3,8 +3,8 @@ pixels go) and gives back (its nuclei, never the instance map), and the executor
 
 `postprocess_item` runs `histocurate.cellvit.postprocess.instances_from_maps` on one item
 and moves the nuclei to the output frame (slide or tile pixels). `executor_for` gives the
-pool it runs on: spawned processes (safe beside CUDA), a Dask cluster's executor, or the
-calling thread.
+pool it runs on: spawned processes (safe beside CUDA), a Dask cluster's executor
+(`DaskExecutor`: it owns its client, closed by ``shutdown``), or the calling thread.
 """
 
 from __future__ import annotations
@@ -20,15 +20,18 @@ import numpy as np
 import shapely
 
 from histocurate.cellvit.postprocess import HoverOptions, instances_from_maps
+from histocurate.errors import UserInputError
 
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Output frame of an item's pixels: ``out = origin + scale * px``; ``crop`` (h, w) of
-    the maps that are real pixels (the rest pads the input to a multiple of the patch)."""
+    """Output frame of an item's pixels: ``out = origin + scale * px`` with ``origin`` and
+    ``scale`` per axis (x, y); ``crop`` (h, w) of the maps that are real pixels (the rest
+    pads the input to a multiple of the patch). The scales differ where an item was
+    resampled to sizes rounded apart (a dataset tile of 301 x 200 px halved: 150 x 100)."""
 
     origin: tuple[float, float] = (0.0, 0.0)
-    scale: float = 1.0
+    scale: tuple[float, float] = (1.0, 1.0)
     crop: tuple[int, int] | None = None
 
 
@@ -86,21 +89,21 @@ def postprocess_item(
     _, cells = instances_from_maps(np_prob, hv, tp, mpp=mpp, options=options)
     if not len(cells):
         return WindowCells.empty(key, n_classes, seconds=time.process_time() - start)
-    (ox, oy), s = placement.origin, placement.scale
+    (ox, oy), (sx, sy) = placement.origin, placement.scale
     h, w = np_prob.shape
     box = cells[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(np.float64)
     touch = np.stack([box[:, 0] <= 0, box[:, 1] <= 0, box[:, 2] >= w, box[:, 3] >= h], axis=1)
     # collinear vertices dropped: the same outline with about 40 % of the vertices (the
     # pixel-edge staircase has many), so smaller files and cheaper geometry downstream
     geoms = shapely.simplify(shapely.from_wkb(cells["polygon"].to_numpy(object)), 0.0)
-    if (ox, oy, s) != (0.0, 0.0, 1.0):
-        geoms = shapely.transform(geoms, lambda c: c * s + np.array([ox, oy]))
-        box = box * s + np.array([ox, oy, ox, oy])
+    if (ox, oy, sx, sy) != (0.0, 0.0, 1.0, 1.0):
+        geoms = shapely.transform(geoms, lambda c: c * np.array([sx, sy]) + np.array([ox, oy]))
+        box = box * np.array([sx, sy, sx, sy]) + np.array([ox, oy, ox, oy])
     probs = cells[[f"prob_{c}" for c in range(n_classes)]].to_numpy(np.float32)
     return WindowCells(
         key=key,
-        x=cells["x"].to_numpy(np.float64) * s + ox,
-        y=cells["y"].to_numpy(np.float64) * s + oy,
+        x=cells["x"].to_numpy(np.float64) * sx + ox,
+        y=cells["y"].to_numpy(np.float64) * sy + oy,
         bbox=box,
         touch=touch,
         area=shapely.area(geoms),
@@ -124,6 +127,40 @@ class InlineExecutor(Executor):
         return done
 
 
+class DaskExecutor(Executor):
+    """A Dask cluster's executor that owns its `distributed.Client`: ``shutdown`` waits for
+    (or cancels) its jobs, then closes the client (the scheduler and workers stay up)."""
+
+    def __init__(self, address: str) -> None:
+        from distributed import Client
+
+        try:  # not the default client: a Dask session or task runner around us keeps its own
+            self.client = Client(address, set_as_default=False)
+        except ValueError as exc:  # a port that is no number, an unknown scheme
+            raise UserInputError(
+                f"[predict] dask_address {address}: not a Dask scheduler address ({exc}); "
+                "give tcp://host:port"
+            ) from None
+        except (OSError, TimeoutError) as exc:
+            raise UserInputError(
+                f"[predict] dask_address {address}: no Dask scheduler answers there "
+                f"({type(exc).__name__}: {exc}); start one (`dask scheduler`, and workers "
+                "with histocurate installed) or unset dask_address to post-process on this "
+                "machine"
+            ) from None
+        # pure=False: the maps are not hashed into task keys (each item is its own job)
+        self._executor = self.client.get_executor(pure=False)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        try:
+            self._executor.shutdown(wait=wait and not cancel_futures)
+        finally:
+            self.client.close()
+
+
 def _single_thread() -> None:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
@@ -134,12 +171,10 @@ def default_workers() -> int:
 
 
 def executor_for(workers: int | None, dask_address: str | None = None) -> Executor:
-    """The post-processing executor: a Dask cluster's, ``workers`` spawned processes (safe
-    beside CUDA; None: CPUs - 1), or in-process for 0."""
+    """The post-processing executor: a Dask cluster's (its client closed by ``shutdown``),
+    ``workers`` spawned processes (safe beside CUDA; None: CPUs - 1), or in-process for 0."""
     if dask_address:
-        from distributed import Client
-
-        return Client(dask_address).get_executor()
+        return DaskExecutor(dask_address)
     count = default_workers() if workers is None else workers
     if count == 0:
         return InlineExecutor()
