@@ -265,3 +265,14 @@ def test_boxes_and_centroids_of_any_instance_map() -> None:
             box[1].start, box[0].start, box[1].stop, box[0].stop)  # fmt: skip
         r, c = np.nonzero(inst == row.cell_id)
         assert (row.x, row.y, row.area) == pytest.approx((c.mean() + 0.5, r.mean() + 0.5, len(r)))
+
+
+def test_outlines_without_opencv_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from histocurate.geometry import instances
+
+    rng = np.random.default_rng(6)
+    maps = [touching_nuclei(6), rng.integers(0, 4, (25, 30)).astype(np.int32)]
+    fast = [instance_wkb(m) for m in maps]
+    monkeypatch.setattr(instances, "_opencv", lambda: None)
+    assert [instance_wkb(m) for m in maps] == fast
+    assert instance_wkb(np.zeros((5, 5), np.int32)) == [None]

@@ -18,6 +18,8 @@ nuclei (5-9 ms against 55-95 ms here). `histocurate.geometry.polygons_of` is thi
 from __future__ import annotations
 
 import struct
+from functools import cache
+from typing import Any
 
 import numpy as np
 import shapely
@@ -103,6 +105,32 @@ def _side(vertex: np.ndarray, label: np.ndarray, flat: np.ndarray, wp: int, nh: 
     return (flat[first] != label).astype(np.int64)
 
 
+def _mixed_cells(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols), raster order, of the 2x2 cells (corners a, b, c, d) not of one label:
+    OpenCV's compare and findNonZero where it takes the type (about 2.5x numpy's)."""
+    cv2 = _opencv()
+    if cv2 is not None and a.dtype in (np.int16, np.int32):
+        mixed = cv2.bitwise_or(cv2.compare(a, b, cv2.CMP_NE), cv2.compare(b, c, cv2.CMP_NE))
+        points = cv2.findNonZero(cv2.bitwise_or(mixed, cv2.compare(c, d, cv2.CMP_NE)))
+        if points is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        points = points.reshape(-1, 2).astype(np.int64)
+        return points[:, 1], points[:, 0]
+    flat = np.flatnonzero((a != b) | (b != c) | (c != d))
+    return np.divmod(flat, a.shape[1])
+
+
+@cache
+def _opencv() -> Any:
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - the pinned environment has it (albumentations)
+        return None
+    return cv2
+
+
 def instance_polygons(labels: np.ndarray) -> list[shapely.Polygon | None]:
     """Polygon of each id of ``labels`` (index = id; None where the id is absent)."""
     n_ids, ring_label, coords, length = outer_rings(labels)
@@ -155,7 +183,7 @@ def outer_rings(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.nda
     hp, wp = pad.shape
     nh = hp * wp
     a, b, c, d = pad[:-1, :-1], pad[:-1, 1:], pad[1:, 1:], pad[1:, :-1]
-    ci, cj = np.nonzero((a != b) | (b != c) | (c != d))
+    ci, cj = _mixed_cells(a, b, c, d)
     la, lb, lc, ld = a[ci, cj], b[ci, cj], c[ci, cj], d[ci, cj]
     firsts = [la > 0, (lb > 0) & (lb != la), (lc > 0) & (lc != la) & (lc != lb),
               (ld > 0) & (ld != la) & (ld != lb) & (ld != lc)]  # fmt: skip
