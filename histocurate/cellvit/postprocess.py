@@ -63,13 +63,15 @@ def _check(np_prob: np.ndarray, hv: np.ndarray, tp_prob: np.ndarray | None) -> N
         raise ValueError(f"tp_prob must be (C, H, W) with H, W = {np_prob.shape}")
     if tp_prob is not None and tp_prob.shape[0] < 2:
         raise ValueError(f"tp_prob needs background and at least one type, got C = {len(tp_prob)}")
-    for name, arr in (("np_prob", np_prob), ("hv", hv)):  # tp_prob: on nuclei, later
-        if not np.isfinite(arr.sum(dtype=np.float64)):  # a NaN or inf spreads to the sum
+    ranges = {"np_prob": (np_prob.min(), np_prob.max()), "hv": (hv.min(), hv.max())}
+    for name, (lo, hi) in ranges.items():  # tp_prob: on nuclei, later
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # min / max carry a NaN or inf
             raise ValueError(f"{name} holds NaN or infinite values")
-    if np_prob.min() < 0.0 or np_prob.max() > 1.0:
+    lo, hi = ranges["np_prob"]
+    if lo < 0.0 or hi > 1.0:
         raise ValueError(
-            f"np_prob must be probabilities in [0, 1], got [{np_prob.min():g}, "
-            f"{np_prob.max():g}] (logits? apply the softmax first)"
+            f"np_prob must be probabilities in [0, 1], got [{lo:g}, {hi:g}] "
+            "(logits? apply the softmax first)"
         )
 
 
