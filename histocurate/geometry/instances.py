@@ -80,8 +80,8 @@ def _jump_min(succ: np.ndarray, longest: int) -> np.ndarray:
     step = succ.copy()
     reach = 1  # rep[i] is the minimum over the next `reach` segments from i
     while reach < longest:
-        rep = np.minimum(rep, rep[step])
-        step = step[step]
+        rep = np.minimum(rep, np.take(rep, step))  # np.take: faster than rep[step]
+        step = np.take(step, step)
         reach *= 2
     return rep
 
@@ -92,9 +92,9 @@ def _rank(succ: np.ndarray, rep: np.ndarray) -> np.ndarray:
     last = succ == rep  # the segment before the ring's first one
     dist = np.where(last, 0, 1)
     nxt = np.where(last, idx, succ)
-    while not np.array_equal(nxt, nxt[nxt]):  # until every pointer reaches its ring's end
-        dist = dist + dist[nxt]
-        nxt = nxt[nxt]
+    while not np.array_equal(nxt, jumped := np.take(nxt, nxt)):  # every pointer at its end
+        dist = dist + np.take(dist, nxt)
+        nxt = jumped
     return dist
 
 
@@ -102,7 +102,7 @@ def _side(vertex: np.ndarray, label: np.ndarray, flat: np.ndarray, wp: int, nh: 
     """0 when ``label`` is the pixel above / left of the vertex, 1 when below / right."""
     vertical = vertex >= nh
     first = np.where(vertical, vertex - nh, vertex)  # the top / left pixel of the pair
-    return (flat[first] != label).astype(np.int64)
+    return (np.take(flat, first) != label).astype(np.int64)
 
 
 def _mixed_cells(
@@ -184,7 +184,10 @@ def outer_rings(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.nda
     nh = hp * wp
     a, b, c, d = pad[:-1, :-1], pad[:-1, 1:], pad[1:, 1:], pad[1:, :-1]
     ci, cj = _mixed_cells(a, b, c, d)
-    la, lb, lc, ld = a[ci, cj], b[ci, cj], c[ci, cj], d[ci, cj]
+    corner = ci * wp + cj  # a's pixel in the padded map; b, c, d clockwise from it
+    flat = pad.ravel()
+    la, lb = np.take(flat, corner), np.take(flat, corner + 1)
+    lc, ld = np.take(flat, corner + wp + 1), np.take(flat, corner + wp)
     firsts = [la > 0, (lb > 0) & (lb != la), (lc > 0) & (lc != la) & (lc != lb),
               (ld > 0) & (ld != la) & (ld != lb) & (ld != lc)]  # fmt: skip
     cells = np.concatenate([np.nonzero(f)[0] for f in firsts])
@@ -200,18 +203,17 @@ def outer_rings(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.nda
     start = _vertex(ci[seg_cell], cj[seg_cell], pairs[:, 0], wp, nh)
     end = _vertex(ci[seg_cell], cj[seg_cell], pairs[:, 1], wp, nh)
     # a vertex lies between two pixels: (vertex, side of the label) names one segment start
-    flat = pad.ravel()
     key_start = 2 * start + _side(start, seg_label, flat, wp, nh)
     key_end = 2 * end + _side(end, seg_label, flat, wp, nh)
     n = len(start)
     table = np.empty(4 * nh, dtype=np.int32)  # only written keys are read (checked below)
     table[key_start] = np.arange(n)
-    succ = np.clip(table[key_end], 0, n - 1)
-    if not np.array_equal(key_start[succ], key_end):
+    succ = np.clip(np.take(table, key_end), 0, n - 1)
+    if not np.array_equal(np.take(key_start, succ), key_end):
         raise AssertionError("outline segments do not close into rings")
     rep = _jump_min(succ, int(np.bincount(seg_label).max()))
     xy0 = _coords(start, wp, nh)
-    xy1 = xy0[succ]  # a segment ends where its successor starts
+    xy1 = np.take(xy0, succ, axis=0)  # a segment ends where its successor starts
     cross = xy0[:, 0] * xy1[:, 1] - xy1[:, 0] * xy0[:, 1]
     is_rep = rep == np.arange(n)
     rings = np.nonzero(is_rep)[0]
@@ -234,4 +236,4 @@ def outer_rings(labels: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.nda
     position = offset[ring_ids] + (length[ring_ids] - 1 - dist)
     order = np.empty(len(keep), dtype=np.int64)
     order[position] = keep
-    return n_ids, ring_label[chosen], xy0[order], length
+    return n_ids, ring_label[chosen], np.take(xy0, order, axis=0), length
