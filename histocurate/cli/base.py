@@ -172,14 +172,37 @@ def print_report(report: Report, *, item_rows: int = 60) -> None:
         err_console.print(Text("warning ", style="yellow") + Text(warning), soft_wrap=True)
 
 
+def failure_summary(run: StageRun, *, unit: str = "item", nothing: str = "none was written") -> str:
+    """The last line of a run where some items failed: how many, and what became of the
+    others from the run's outcomes (written, up to date), or ``nothing`` when every item
+    failed. ``unit`` names one item (``slide``).
+
+    >>> from histocurate.runs import ItemOutcome
+    >>> run = StageRun([ItemOutcome("a", "failed"), ItemOutcome("b", "skipped")])
+    >>> failure_summary(run)
+    '1 item(s) failed; of the others 1 up to date (not redone)'
+    >>> failure_summary(StageRun([ItemOutcome("a", "failed")]), unit="slide")
+    'every slide (1) failed; none was written'
+    """
+    failed = len(run.failed)
+    if failed == len(run.outcomes):
+        return f"every {unit} ({failed}) failed; {nothing}"
+    kept = [f"{len(run.done)} written"] if run.done else []
+    if run.skipped:
+        kept.append(f"{len(run.skipped)} up to date (not redone)")
+    return f"{failed} {unit}(s) failed; of the others {' and '.join(kept)}"
+
+
 def finish_run(run: StageRun) -> None:
-    """Print a run's report; exit 2 when every failure is the input's, 1 when some are not."""
+    """Print a run's report; with failures, name them, say what became of the others
+    (`failure_summary`) and exit with the run's code (2: every failure is the input's, 1:
+    some are not; `StageRun.exit_code`)."""
     print_report(run.report())
     code = run.exit_code
     if code:
         for item in run.failed:
             err_console.print(Text("failed ", style="red") + Text(str(item)), soft_wrap=True)
-        err_console.print(f"[bold red]{len(run.failed)} item(s) failed[/]; the others were written")
+        err_console.print(Text(failure_summary(run), style="bold red"), soft_wrap=True)
         raise typer.Exit(code=code)
 
 
