@@ -1,9 +1,10 @@
 """The torch helpers every model package shares (features, nuclick, cellvit).
 
 One place decides which device a run uses and says clearly when it cannot have it, which
-autocast a precision means on that device, and how a checkpoint reaches the disk
-(atomically: a reader never sees half a file). It imports torch and the standard library
-only, so the model packages stay usable on their own.
+autocast a precision means on that device, how a checkpoint reaches the disk
+(atomically: a reader never sees half a file), and how a file the user gives is read back
+(`load_torch_file`: one line saying what the file is when it is not torch.save's). It
+imports torch and the standard library only, so the model packages stay usable on their own.
 
 >>> resolve_device("cpu")
 device(type='cpu')
@@ -139,3 +140,74 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             yield model
     finally:
         model.train(was_training)
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
+_PICKLE_MAGIC = b"\x80"  # the legacy format: a pickle, protocol 2 or later
+
+
+def describe_head(head: bytes) -> str:
+    """Words for a file that is not what was expected, from its first bytes.
+
+    >>> describe_head(b"")
+    'it is empty'
+    >>> describe_head(b"hello\\nworld\\n")
+    "it is text, starting 'hello'"
+    >>> describe_head(bytes(range(1, 12)))
+    "it starts with the bytes b'\\\\x01\\\\x02\\\\x03\\\\x04\\\\x05\\\\x06\\\\x07\\\\x08'"
+    """
+    if not head:
+        return "it is empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # text only if the sole bad bytes are a cut character
+        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 else ""
+    if not text or not all(c.isprintable() or c.isspace() for c in text):
+        return f"it starts with the bytes {head[:8]!r}"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"it is text, starting {first!r}" if first else "it is blank text"
+
+
+def torch_load_failure(exc: Exception) -> str:
+    """torch.load's failure in one short line: its unpickling messages run to 15 lines of
+    advice about ``weights_only`` that is not the user's to follow here."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = ""
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            if not rest and i + 1 < len(lines):
+                rest = lines[i + 1]
+            said = rest.split(". Please use")[0]
+            break
+    else:
+        if lines and not lines[0].startswith("Weights only load failed"):
+            said = lines[0].split(". This is an internal")[0]
+    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+
+
+def load_torch_file(
+    path: Path, *, give_instead: str, error: type[UserInputError] = UserInputError
+) -> Any:
+    """``torch.load(path)`` of a file the user gave, weights only, on the CPU.
+
+    A file in neither of torch.save's formats (zip, or the legacy pickle) is refused from its
+    first bytes as ``error`` "<path>: not a PyTorch checkpoint file (it is text, starting
+    '...'); <give_instead>", without torch's 15-line unpickling message; torch's own
+    failures (truncated, corrupt, objects other than tensors) are cut to one line. The caller
+    checks that ``path`` is a file.
+    """
+    with path.open("rb") as f:
+        head = f.read(64)
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        raise error(
+            f"{path}: not a PyTorch checkpoint file ({describe_head(head)}); {give_instead}"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, or holding more than weights
+        raise error(
+            f"{path}: not a readable PyTorch checkpoint ({torch_load_failure(exc)}); the file "
+            f"may be truncated or corrupt (copy it again), or hold objects other than weights; "
+            f"{give_instead}"
+        ) from None

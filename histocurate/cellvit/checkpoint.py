@@ -25,7 +25,7 @@ import torch
 from histocurate.cellvit.decoder import DecoderWidths
 from histocurate.cellvit.model import CellViT, CellViTConfig, build_model
 from histocurate.features.weights import WeightsError
-from histocurate.torchutil import atomic_save, resolve_device
+from histocurate.torchutil import atomic_save, load_torch_file, resolve_device
 
 FORMAT = "histocurate.cellvit"
 FORMAT_VERSION = 1
@@ -167,59 +167,12 @@ _GIVE_INSTEAD = (
     "give the .pt file `histocurate train` writes (runs/<name>/best.pt), a run name in runs/, "
     "or a HistoPLUS state dict saved with torch.save"
 )
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
-_PICKLE_MAGIC = b"\x80"  # the legacy format: a pickle, protocol 2 or later
-
-
-def _what_it_is(head: bytes) -> str:
-    """Words for a file that is neither of torch.save's formats, from its first bytes."""
-    if not head:
-        return "it is empty"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:  # text only if the sole bad bytes are a cut character
-        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 else ""
-    if not text or not all(c.isprintable() or c.isspace() for c in text):
-        return f"it starts with the bytes {head[:8]!r}"
-    first = text.strip().splitlines()[0][:40] if text.strip() else ""
-    return f"it is text, starting {first!r}" if first else "it is blank text"
-
-
-def _reader_error(exc: Exception) -> str:
-    """torch.load's failure in one short line: its unpickling messages run to 15 lines of
-    advice about ``weights_only`` that is not the user's to follow here."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    said = ""
-    for i, line in enumerate(lines):
-        if "WeightsUnpickler error:" in line:
-            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
-            if not rest and i + 1 < len(lines):
-                rest = lines[i + 1]
-            said = rest.split(". Please use")[0]
-            break
-    else:
-        if lines and not lines[0].startswith("Weights only load failed"):
-            said = lines[0].split(". This is an internal")[0]
-    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
 
 
 def _read(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    with path.open("rb") as f:
-        head = f.read(64)
-    if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
-        raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint file ({_what_it_is(head)}); {_GIVE_INSTEAD}"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, corrupt, or holding more than weights
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({_reader_error(exc)}); the file may be "
-            f"truncated or corrupt (copy it again), or hold objects other than weights; "
-            f"{_GIVE_INSTEAD}"
-        ) from None
+    return load_torch_file(path, give_instead=_GIVE_INSTEAD, error=CheckpointError)
 
 
 def load_checkpoint(

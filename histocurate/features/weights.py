@@ -18,6 +18,7 @@ import torch
 
 from histocurate.digest import file_sha256
 from histocurate.errors import UserInputError
+from histocurate.torchutil import describe_head, load_torch_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
 
@@ -136,24 +137,50 @@ def resolve_model_dir(
     )
 
 
+GIVE_WEIGHTS = (
+    "give a weight file (model.safetensors, or a state dict saved with torch.save: .pth, .pt, "
+    ".bin), a model folder holding model.safetensors or pytorch_model.bin, or the model's "
+    "Hugging Face cache folder (models--<org>--<name>, as `huggingface-cli download` makes "
+    "it), with --weights or the encoder's setting (phikon_weights, h0_mini_weights, "
+    "timm_weights) in the [features] section of histocurate.toml"
+)
+
+
+def _read_safetensors(path: Path) -> Any:
+    with path.open("rb") as f:
+        head = f.read(64)
+    # The format: an 8-byte little-endian header length, then the JSON header.
+    if len(head) < 9 or head[8:9] != b"{":
+        raise WeightsError(
+            f"{path}: not a safetensors file ({describe_head(head)}); {GIVE_WEIGHTS}"
+        )
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # any reader failure means the same thing to the user
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WeightsError(
+            f"{path}: not a readable safetensors file ({type(exc).__name__}: {said}); the file "
+            f"may be truncated or corrupt (copy it again); {GIVE_WEIGHTS}"
+        ) from None
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a weight file (.safetensors, or a torch pickle loaded weights-only).
 
-    Common wrappers are undone: ``{"state_dict": ...}``, ``{"model": ...}`` and the
-    ``module.`` prefix that DataParallel adds.
+    A file that is neither (text, empty, other bytes) is a `WeightsError` saying what it is
+    and what to give instead, in one line (`histocurate.torchutil.load_torch_file`). Common
+    wrappers are undone: ``{"state_dict": ...}``, ``{"model": ...}`` and the ``module.``
+    prefix that DataParallel adds.
     """
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weight file; {GIVE_WEIGHTS}")
     state: Any
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any reader failure means the same thing to the user
-        raise WeightsError(
-            f"{path}: not a readable weight file ({type(exc).__name__}: {exc})"
-        ) from None
+    if path.suffix == ".safetensors":
+        state = _read_safetensors(path)
+    else:
+        state = load_torch_file(path, give_instead=GIVE_WEIGHTS, error=WeightsError)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]
