@@ -38,7 +38,6 @@ def demo(
     prefect: PrefectOption = None,
 ) -> None:
     """Run the whole pipeline on the built-in synthetic cohort, in WORKSPACE."""
-    from histocurate.cli.app import main
     from histocurate.demo.runner import DemoOptions, StepFailed, check_segmenter, run_demo
 
     options = DemoOptions(
@@ -52,8 +51,9 @@ def demo(
         prefect,
         train_minutes=train_minutes,
     )
-    if not (workspace / "histocurate.toml").exists() and main(["init", str(workspace)]) != 0:
-        raise typer.Exit(1)
+    if not (workspace / "histocurate.toml").exists():
+        created = init_demo_workspace(workspace, n_tiles=n_tiles, n_uncertain=n_uncertain)
+        console.print(f"workspace ready: {created}")
     check_segmenter(workspace, segmenter, checkpoint)
     try:
         timings = run_demo(options)
@@ -68,3 +68,23 @@ def demo(
     for name, seconds in timings:
         table.add_row(name, f"{seconds:.1f}")
     console.print(table)
+
+
+def init_demo_workspace(workspace: Path, *, n_tiles: int, n_uncertain: int) -> Path:
+    """A new workspace whose selection sizes are the demo's: a deployment run on it with
+    its parameters left empty (they keep the workspace's settings) then asks for what the
+    demo's small cohort holds, not the default 50 + 50 tiles. Returns the config file.
+
+    >>> import tempfile
+    >>> from histocurate.config import load_config
+    >>> root = Path(tempfile.mkdtemp()) / "ws"
+    >>> _ = init_demo_workspace(root, n_tiles=12, n_uncertain=10)
+    >>> load_config(root).selection.n_tiles, load_config(root).selection.n_uncertain
+    (12, 10)
+    """
+    from histocurate.config import load_config
+    from histocurate.workspace import init_workspace
+
+    root = workspace.expanduser().resolve()
+    sizes = {"selection": {"n_tiles": n_tiles, "n_uncertain": n_uncertain}}
+    return init_workspace(root, load_config(root, sizes, require_file=False)).config_file
