@@ -6,22 +6,57 @@ time on a GPU (`flows._stage`), so the device runs one slide's batches after the
 while each slide's post-processing fans out to the process pool, or to a Dask cluster when
 ``[predict] dask_address`` names one. The report (cells per slide and type, where the time
 went, thumbnails inline) is published as artifacts, as the CLI prints it.
+
+On Dask, as the embed flow: `predict_flow_on` takes embed's choice (`flows.embed.task_runner`:
+a scheduler at ``dask_address``, or a local cluster of ``dask_workers`` processes that the
+task runner starts) and runs `predict_flow` on that `DaskTaskRunner`. Only the CPU part goes
+there: the flow asks its runner for the cluster (starting it then, once the workspace and
+checkpoint are checked) and makes the scheduler's address the run's ``[predict]
+dask_address`` (over the workspace's), so each window's post-processing is a job on that
+cluster, sent by the run's own client (`DaskExecutor`, closed when the run ends; the task
+runner closes its client, and a cluster it started, when the flow ends). The slide tasks
+stay on a thread pool of the flow's process (one model, one device), not on Dask workers:
+no second cluster, no model per worker.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Annotated, Any
 
 from pydantic import Field
 
 from flows._params import Amount, Count, Device, Precision, checked_checkpoint, settings
 from flows._pipeline import pipeline_run
-from flows._stage import stage_flow, stage_run, uses_gpu
+from flows._stage import stage_flow, stage_run, stage_task_runner, uses_gpu
 from histocurate.config import HistocurateConfig
 
 
 def _gpu(config: HistocurateConfig) -> bool:
     return uses_gpu(config.predict.device)
+
+
+def _dask_runner() -> Any:
+    """The flow's `DaskTaskRunner` (None: the flow runs on threads)."""
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context is not None else None
+    return runner if isinstance(runner, DaskTaskRunner) else None
+
+
+@contextmanager
+def _tasks_on_threads() -> Iterator[None]:
+    """Tasks submitted inside run on a thread pool of the flow's process (the machine's
+    CPUs, as every flow's default), not on the flow's task runner."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    assert context is not None  # a flow's body
+    with stage_task_runner() as threads, context.model_copy(update={"task_runner": threads}):
+        yield
 
 
 @stage_flow("predict")
@@ -38,6 +73,9 @@ def predict_flow(
     force: bool = False,
 ) -> Any:
     """Predict ``slides`` (every slide with tiles when empty) or a dataset's tiles.
+
+    On a Dask task runner (`predict_flow_on`) the windows' post-processing runs on its
+    cluster and the slides on threads of the flow's process (see the module docstring).
 
     Args:
         workspace: Workspace folder (holds histocurate.toml) on the machine running the flow.
@@ -60,9 +98,28 @@ def predict_flow(
     with stage_run("predict", workspace, settings({"predict": typed}, overrides),
                    gpu=_gpu) as stage:  # fmt: skip
         checkpoint = checked_checkpoint(checkpoint)  # before any work: '' is no checkpoint
-        run = run_predict(stage.config, checkpoint=checkpoint, dataset=dataset, slides=slides,
-                          mapper=stage.mapper, progress=stage.progress, force=force)  # fmt: skip
+        config, dask = stage.config, _dask_runner()
+        if dask is not None:  # the runner's cluster (started now) does the post-processing
+            address = str(dask.client.scheduler.address)
+            config = config.model_copy(
+                update={"predict": config.predict.model_copy(update={"dask_address": address})}
+            )
+        with _tasks_on_threads() if dask is not None else nullcontext():
+            run = run_predict(config, checkpoint=checkpoint, dataset=dataset, slides=slides,
+                              mapper=stage.mapper, progress=stage.progress,
+                              force=force)  # fmt: skip
         return stage.finish(run, key="predict")
+
+
+def predict_flow_on(*, dask_address: str | None = None, dask_workers: int | None = None) -> Any:
+    """`predict_flow` on the embed flow's task runner choice: threads (neither given), the
+    Dask scheduler at ``dask_address``, or a local cluster of ``dask_workers`` single-threaded
+    processes started by the runner. On Dask the post-processing goes to that cluster and
+    the slides stay in the flow's process (see the module docstring)."""
+    from flows.embed import task_runner
+
+    runner = task_runner(dask_address=dask_address, dask_workers=dask_workers)
+    return predict_flow.with_options(task_runner=runner)
 
 
 @stage_flow("predict-new-slides")
