@@ -66,7 +66,7 @@ def test_nothing_failed_exits_normally(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_the_unit_and_what_nothing_means_are_the_callers() -> None:
-    """What predict words itself (`histocurate.cli.predict.failure_summary`) for slides."""
+    """What predict words itself (`histocurate.cli.predict.predict_failure_summary`) for slides."""
     every = StageRun([_failed("a"), _failed("b")])
     nothing = "no prediction was written"
     assert failure_summary(every, unit="slide", nothing=nothing) == (

@@ -14,6 +14,7 @@ from histocurate.cli.base import (
     app,
     config_for,
     err_console,
+    failure_summary,
     flag_overrides,
     print_report,
     run_stage,
@@ -91,18 +92,12 @@ def predict(
     finish_predict(run)
 
 
-def failure_summary(run: PredictRun) -> str:
-    """The last line of a run where some slides failed: how many, and what was written of
-    the others (none at all when every one failed)."""
-    what = "dataset" if run.dataset else "slide(s)"
-    failed = len(run.failed)
-    if failed == len(run.outcomes):
-        every = f"the {what}" if run.dataset else f"every slide ({failed})"
-        return f"{every} failed; no prediction was written"
-    kept = [f"{len(run.done)} written"] if run.done else []
-    if run.skipped:
-        kept.append(f"{len(run.skipped)} up to date (not redone)")
-    return f"{failed} {what} failed; of the others {' and '.join(kept)}"
+def predict_failure_summary(run: PredictRun) -> str:
+    """The last line of a run where some slides (or the dataset) failed: the shared
+    `failure_summary`, in predict's words."""
+    if run.dataset:  # one item: it failed
+        return "the dataset failed; no prediction was written"
+    return failure_summary(run, unit="slide", nothing="no prediction was written")
 
 
 def finish_predict(run: PredictRun) -> None:
@@ -113,5 +108,5 @@ def finish_predict(run: PredictRun) -> None:
     if code:
         for item in run.failed:
             err_console.print(Text("failed ", style="red") + Text(str(item)), soft_wrap=True)
-        err_console.print(Text(failure_summary(run), style="bold red"), soft_wrap=True)
+        err_console.print(Text(predict_failure_summary(run), style="bold red"), soft_wrap=True)
         raise typer.Exit(code=code)
