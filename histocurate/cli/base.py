@@ -193,16 +193,16 @@ def failure_summary(run: StageRun, *, unit: str = "item", nothing: str = "none w
     return f"{failed} {unit}(s) failed; of the others {' and '.join(kept)}"
 
 
-def finish_run(run: StageRun) -> None:
+def finish_run(run: StageRun, summary: Callable[[Any], str] = failure_summary) -> None:
     """Print a run's report; with failures, name them, say what became of the others
-    (`failure_summary`) and exit with the run's code (2: every failure is the input's, 1:
-    some are not; `StageRun.exit_code`)."""
+    (``summary``: `failure_summary`, or a stage's own wording of it) and exit with the run's
+    code (2: every failure is the input's, 1: some are not; `StageRun.exit_code`)."""
     print_report(run.report())
     code = run.exit_code
     if code:
         for item in run.failed:
             err_console.print(Text("failed ", style="red") + Text(str(item)), soft_wrap=True)
-        err_console.print(Text(failure_summary(run), style="bold red"), soft_wrap=True)
+        err_console.print(Text(summary(run), style="bold red"), soft_wrap=True)
         raise typer.Exit(code=code)
 
 

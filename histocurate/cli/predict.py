@@ -6,17 +6,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.text import Text
 
 from histocurate.cli.base import (
     PrefectOption,
     WorkspaceOption,
     app,
     config_for,
-    err_console,
     failure_summary,
+    finish_run,
     flag_overrides,
-    print_report,
     run_stage,
 )
 
@@ -89,7 +87,7 @@ def predict(
         overrides=overrides,
         force=force,
     )
-    finish_predict(run)
+    finish_run(run, predict_failure_summary)
 
 
 def predict_failure_summary(run: PredictRun) -> str:
@@ -98,15 +96,3 @@ def predict_failure_summary(run: PredictRun) -> str:
     if run.dataset:  # one item: it failed
         return "the dataset failed; no prediction was written"
     return failure_summary(run, unit="slide", nothing="no prediction was written")
-
-
-def finish_predict(run: PredictRun) -> None:
-    """Print the run's report; with failures, name them, say what was written and exit
-    with the run's code (2: every failure is the input's, 1: some are not; `StageRun`)."""
-    print_report(run.report())
-    code = run.exit_code
-    if code:
-        for item in run.failed:
-            err_console.print(Text("failed ", style="red") + Text(str(item)), soft_wrap=True)
-        err_console.print(Text(predict_failure_summary(run), style="bold red"), soft_wrap=True)
-        raise typer.Exit(code=code)
