@@ -100,6 +100,7 @@ def test_tables_open_with_pandas_and_duckdb(built: tuple[SyntheticCampaign, Data
     assert len(tiles) == 13 and len(nuclei) == tiles["n_nuclei"].sum() > 0
     assert pq.ParquetFile(run.path / "tiles.parquet").num_row_groups == len(tiles)
     import duckdb  # in the pinned dev set: the check always runs
+
     found = duckdb.sql(f"select count(*) from '{run.path / 'nuclei.parquet'}'").fetchall()
     assert found == [(len(nuclei),)]
     folds = duckdb.sql(f"select distinct fold from '{run.path / 'tiles.parquet'}'").fetchall()
