@@ -14,15 +14,7 @@ from histocurate.errors import UserInputError
 from histocurate.features import WeightsError, get_encoder
 from histocurate.features.weights import load_state_dict
 from tests.test_embed_stage import make_workspace
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty_xdg"))
+from tests.test_features_encoders import _offline  # noqa: F401  (autouse: no network, no HF cache)
 
 
 def _one_line(err: pytest.ExceptionInfo[WeightsError], path: Path) -> str:

@@ -111,9 +111,10 @@ def test_fan_out_on_dask_gives_the_local_nuclei_and_closes_its_client(cluster: A
     assert executor.client.status == "closed" and not clients(cluster)
 
 
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("predict_dask") / "ws"
+def disc_workspace(root: Path, tile_config: Callable[[Path], HistocurateConfig]) -> Path:
+    """A workspace of one 1536 px slide holding the ``DISCS`` nuclei, tiled with
+    ``tile_config(root)``, and the oracle checkpoint ``oracle.pt`` (also the Prefect Dask
+    test's)."""
     assert main(["init", str(root)]) == 0
     rgb = tissue_image(1536, 1536, seed=5)
     rr, cc = np.mgrid[0:1536, 0:1536]
@@ -121,9 +122,14 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rgb[(cc + 0.5 - x) ** 2 + (rr + 0.5 - y) ** 2 <= 49] = (60, 30, 90)
     write_slide(root / "d.tiff", rgb, mpp=0.25)
     (root / "slides.csv").write_text("slide_id,path,indication\nd,d.tiff,LUAD\n")
-    assert not run_tile(config(root)).failed
+    assert not run_tile(tile_config(root)).failed
     tiny_checkpoint(root / "oracle.pt")
     return root
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return disc_workspace(tmp_path_factory.mktemp("predict_dask") / "ws", config)
 
 
 def config(ws: Path, **predict: object) -> HistocurateConfig:

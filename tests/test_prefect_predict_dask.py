@@ -13,28 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import distributed
-import numpy as np
 import pandas as pd
 import pytest
 
 from data_schema import CELLS
-from histocurate.cli.app import main
 from histocurate.config import load_config
 from histocurate.io import read_table
 from histocurate.predict import slide as slide_module
 from histocurate.predict import stage as stage_module
 from histocurate.predict.store import SlidePredictions
 from histocurate.predict.worker import DaskExecutor, executor_for
-from histocurate.testing.predict_data import oracle_loader, tiny_checkpoint
-from histocurate.tiling import run_tile
-from tests.slide_files import tissue_image, write_slide
+from histocurate.testing.predict_data import oracle_loader
+from tests.test_predict_dask import DISCS, disc_workspace
 
 SETTINGS = {
     "tiling": {"tile_size_um": 56},
     "predict": {"window_um": 112, "margin_um": 8, "workers": 0, "batch_size": 4},
 }
 Opened = list[tuple[str | None, Executor]]  # (Dask address, executor) of each opened
-DISCS = [(500, 500), (768, 600), (700, 768), (768, 768), (1000, 450), (600, 1050)]
 # two threads: were a slide task sent to the worker, its windows would still find a thread
 # (with one: a hang) and the test would fail on what the scheduler saw
 IN_PROCESS = {"processes": False, "n_workers": 1, "threads_per_worker": 2, "protocol": "tcp",
@@ -44,16 +40,7 @@ IN_PROCESS = {"processes": False, "n_workers": 1, "threads_per_worker": 2, "prot
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("prefect_predict_dask") / "ws"
-    assert main(["init", str(root)]) == 0
-    rgb = tissue_image(1536, 1536, seed=5)
-    rr, cc = np.mgrid[0:1536, 0:1536]
-    for x, y in DISCS:
-        rgb[(cc + 0.5 - x) ** 2 + (rr + 0.5 - y) ** 2 <= 49] = (60, 30, 90)
-    write_slide(root / "d.tiff", rgb, mpp=0.25)
-    (root / "slides.csv").write_text("slide_id,path,indication\nd,d.tiff,LUAD\n")
-    assert not run_tile(load_config(root, SETTINGS, environ={})).failed
-    tiny_checkpoint(root / "oracle.pt")
-    return root
+    return disc_workspace(root, lambda r: load_config(r, SETTINGS, environ={}))
 
 
 @pytest.fixture
